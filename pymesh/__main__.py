@@ -1,0 +1,3 @@
+from pymesh.cli import main
+
+raise SystemExit(main())

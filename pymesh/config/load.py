@@ -1,0 +1,306 @@
+"""From files and strings to validated resources, all or nothing.
+
+``load`` reads every source, decodes every document and runs the cross-document
+analysis before deciding: any error anywhere raises one ``ConfigError`` listing all of
+them, so a bad file never half-applies. Warnings travel with the result.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import yaml
+
+from pymesh.config import analyze
+from pymesh.config.decode import INVALID, Checker, Report, decode, is_null
+from pymesh.config.kinds import IGNORED_KINDS, MESH_CONFIG, lookup
+from pymesh.config.meshconfig import MeshConfig
+from pymesh.config.resource import KindSpec, ObjectMeta, Resource, Source
+from pymesh.config.source import Document, Limits, discover, read_file, read_text
+from pymesh.config.types import check_dns_label
+from pymesh.errors import ConfigError, Issue
+
+__all__ = ["Config", "Text", "load"]
+
+log = logging.getLogger("pymesh.config")
+
+_ENVELOPE = ("apiVersion", "kind", "metadata", "spec", "status")
+_EMPTY = yaml.MappingNode("tag:yaml.org,2002:map", [])
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A config source given as a string (``Mesh.from_yaml``)."""
+
+    text: str
+    name: str = "<string>"
+
+
+SourceSpec = str | os.PathLike[str] | Text
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Validated resources in apply order, the effective MeshConfig, and the warnings."""
+
+    resources: tuple[Resource[Any], ...]
+    mesh_config: MeshConfig
+    warnings: tuple[Issue, ...]
+    files: tuple[str, ...]
+
+    def of_kind(self, kind: str) -> list[Resource[Any]]:
+        return [r for r in self.resources if r.kind == kind]
+
+
+@dataclass(slots=True)
+class _Loaded:
+    resource: Resource[Any]
+    node: yaml.Node
+    report: Report
+
+    def analysis_checker(self) -> Checker:
+        """A checker whose findings are kept apart, so ``strict`` can tell them from the rest."""
+        report = Report(self.report.file, self.report.index, self.report.line_offset)
+        report.kind, report.namespace, report.name = self.report.kind, self.report.namespace, self.report.name
+        return Checker(report, self.node, ())
+
+
+def load(
+    sources: Iterable[SourceSpec],
+    *,
+    namespace: str = "default",
+    limits: Limits | None = None,
+    strict: bool = False,
+) -> Config:
+    """Load and validate; raise ``ConfigError`` with every issue if anything is wrong.
+
+    ``strict`` turns the cross-document warnings (``pymesh validate --strict``) into errors.
+    """
+    limits = limits or Limits()
+    issues: list[Issue] = []
+    documents: list[Document] = []
+    files: list[str] = []
+    paths: list[SourceSpec] = []
+    for src in sources:
+        if isinstance(src, Text):
+            docs, problems = read_text(src.text, src.name, limits)
+            documents.extend(docs)
+            issues.extend(problems)
+            files.append(src.name)
+        else:
+            paths.append(src)
+    found, problems = discover(p for p in paths if not isinstance(p, Text))
+    issues.extend(problems)
+    for path in found:
+        docs, problems = read_file(path, limits)
+        documents.extend(docs)
+        issues.extend(problems)
+        files.append(str(path))
+
+    loaded: list[_Loaded] = []
+    mesh_configs: list[tuple[MeshConfig, Report]] = []
+    legacy_seen: set[tuple[str, str]] = set()  # warn once per removed kind, not per document
+    for doc in documents:
+        for item in _decode_document(doc, namespace, limits, issues, legacy_seen):
+            if isinstance(item, _Loaded):
+                loaded.append(item)
+            else:
+                mesh_configs.append(item)
+
+    loaded = _apply_order(loaded, issues)
+    mesh_config = MeshConfig()
+    if mesh_configs:
+        mesh_config = mesh_configs[-1][0]
+        for _, report in mesh_configs[:-1]:
+            report.add("warning", (), None, "a later MeshConfig replaces this one")
+            issues.extend(report.issues[-1:])
+
+    for item in loaded:
+        issues.extend(item.report.issues)
+    checkers = [(x.resource, x.analysis_checker()) for x in loaded]
+    analyze.run(checkers, mesh_config)
+    for _, checker in checkers:
+        findings = checker.report.issues
+        issues.extend([replace(i, severity="error") for i in findings] if strict else findings)
+
+    if any(i.severity == "error" for i in issues):
+        raise ConfigError(issues)
+    for issue in issues:
+        log.warning("%s", issue)
+    return Config(
+        resources=tuple(x.resource for x in loaded),
+        mesh_config=mesh_config,
+        warnings=tuple(issues),
+        files=tuple(files),
+    )
+
+
+def _apply_order(loaded: list[_Loaded], issues: list[Issue]) -> list[_Loaded]:
+    """Later documents replace earlier ones with the same kind/namespace/name, as kubectl apply does."""
+    by_key: dict[tuple[str, str, str], _Loaded] = {}
+    for item in loaded:
+        earlier = by_key.pop(item.resource.key, None)
+        if earlier is not None:
+            item.report.add(
+                "warning", ("metadata", "name"), item.node,
+                f"replaces the {item.resource.kind} of the same name from {earlier.resource.source}",
+            )
+        by_key[item.resource.key] = item
+    return list(by_key.values())
+
+
+def _scalar(node: yaml.MappingNode, key: str) -> tuple[str | None, yaml.Node | None]:
+    for k, v in node.value:
+        if isinstance(k, yaml.ScalarNode) and k.value == key:
+            if isinstance(v, yaml.ScalarNode) and not is_null(v):
+                return v.value, v
+            return None, v
+    return None, None
+
+
+def _child(node: yaml.MappingNode, key: str) -> yaml.Node | None:
+    for k, v in node.value:
+        if isinstance(k, yaml.ScalarNode) and k.value == key:
+            child: yaml.Node = v
+            return child
+    return None
+
+
+def _decode_document(
+    doc: Document, namespace: str, limits: Limits, issues: list[Issue], legacy_seen: set[tuple[str, str]]
+) -> list[_Loaded | tuple[MeshConfig, Report]]:
+    report = Report(doc.file, doc.index, doc.line_offset)
+    node = doc.node
+    out: list[_Loaded | tuple[MeshConfig, Report]] = []
+    if not isinstance(node, yaml.MappingNode):
+        report.add("error", (), node, "a document must be a mapping with apiVersion, kind, metadata and spec")
+        issues.extend(report.issues)
+        return out
+    if not node.value:
+        return out  # an empty mapping, like an empty document, is nothing to apply
+    api_version, av_node = _scalar(node, "apiVersion")
+    kind, kind_node = _scalar(node, "kind")
+    if api_version is None or kind is None:
+        for name, value, vnode in (("apiVersion", api_version, av_node), ("kind", kind, kind_node)):
+            if value is None:
+                report.add("error", (name,), vnode or node, f"missing {name}")
+        issues.extend(report.issues)
+        return out
+    report.kind = kind
+    group, _, version = api_version.rpartition("/")
+
+    if group == "" and kind == "ConfigMap":
+        out.extend(_mesh_configmap(node, doc, namespace, limits, report, issues))
+        issues.extend(report.issues)
+        return out
+
+    spec_kind = MESH_CONFIG if (group, kind) == ("pymesh", "MeshConfig") else lookup(group, kind)
+    if spec_kind is None:
+        hint = "" if kind in IGNORED_KINDS else " (a kind pymesh does not know; check the spelling if you meant one)"
+        report.add("warning", ("kind",), kind_node, f"{api_version} {kind} is not acted on by pymesh; skipped{hint}")
+        issues.extend(report.issues)
+        return out
+    if version not in spec_kind.versions:
+        accepted = ", ".join(f"{spec_kind.group}/{v}" for v in spec_kind.versions)
+        report.add("error", ("apiVersion",), av_node,
+                   f"unsupported apiVersion {api_version!r} for {kind} (accepted: {accepted})")
+        issues.extend(report.issues)
+        return out
+
+    for k, _v in node.value:
+        if isinstance(k, yaml.ScalarNode) and k.value not in _ENVELOPE:
+            report.add("error", (k.value,), k,
+                       f"unknown top-level field {k.value!r} (a document has {', '.join(_ENVELOPE[:4])})")
+
+    meta = _metadata(node, namespace, spec_kind, report)
+    spec_node = _child(node, "spec")
+    if spec_node is None or is_null(spec_node):
+        spec_node = _EMPTY if spec_node is None else yaml.MappingNode("tag:yaml.org,2002:map", [], spec_node.start_mark)
+    spec = decode(spec_kind.spec, spec_node, report, ("spec",))
+    if spec is INVALID or meta is None or report.failed:
+        issues.extend(report.issues)
+        return out
+    source = Source(doc.file, doc.index, node.start_mark.line + 1 + doc.line_offset)
+    if spec_kind is MESH_CONFIG:
+        out.append((spec, report))
+        issues.extend(report.issues)
+        return out
+    resource: Resource[Any] = Resource(api_version=api_version, kind=kind, metadata=meta, spec=spec, source=source)
+    if spec_kind.legacy and (api_version, kind) not in legacy_seen:
+        legacy_seen.add((api_version, kind))
+        report.add("warning", ("apiVersion",), av_node,
+                   f"{api_version} {kind} was removed from Istio; pymesh reads it as the seed-era API did")
+    out.append(_Loaded(resource, node, report))
+    return out
+
+
+def _metadata(node: yaml.MappingNode, namespace: str, spec_kind: KindSpec, report: Report) -> ObjectMeta | None:
+    meta_node = _child(node, "metadata")
+    if meta_node is None or is_null(meta_node):
+        report.add("error", ("metadata",), meta_node or node, "missing metadata (a document needs metadata.name)")
+        return None
+    meta = decode(ObjectMeta, meta_node, report, ("metadata",))
+    if meta is INVALID:
+        return None
+    assert isinstance(meta, ObjectMeta)
+    if not meta.name:
+        report.add("error", ("metadata", "name"), meta_node, "metadata.name is required")
+        return None
+    problem = _check_object_name(meta.name)
+    if problem:
+        Checker(report, meta_node, ("metadata",)).error(problem, "name")
+    ns = meta.namespace or (namespace if spec_kind.namespaced else "")
+    if meta.namespace:
+        problem = check_dns_label(meta.namespace, "namespace")
+        if problem:
+            Checker(report, meta_node, ("metadata",)).error(problem, "namespace")
+    report.name = meta.name
+    report.namespace = ns
+    if ns != meta.namespace:
+        meta = replace(meta, namespace=ns)
+    return meta
+
+
+def _check_object_name(name: str) -> str | None:
+    # Kubernetes object names are DNS-1123 subdomains: labels joined by dots.
+    if len(name) > 253:
+        return "metadata.name is longer than 253 characters"
+    for label in name.split("."):
+        if check_dns_label(label) is not None:
+            return f"metadata.name {name!r} is not a valid name (lowercase letters, digits, '-' and '.')"
+    return None
+
+
+def _mesh_configmap(
+    node: yaml.MappingNode, doc: Document, namespace: str, limits: Limits, report: Report, issues: list[Issue]
+) -> list[_Loaded | tuple[MeshConfig, Report]]:
+    meta_node = _child(node, "metadata")
+    name, _ = _scalar(meta_node, "name") if isinstance(meta_node, yaml.MappingNode) else (None, None)
+    report.name = name or ""
+    if name != "istio":
+        report.add("warning", ("metadata", "name"), meta_node or node,
+                   "a ConfigMap other than 'istio' is not acted on by pymesh; skipped")
+        return []
+    data = _child(node, "data")
+    mesh_text, mesh_node = _scalar(data, "mesh") if isinstance(data, yaml.MappingNode) else (None, None)
+    if mesh_text is None or mesh_node is None:
+        report.add("warning", ("data",), data or node, "ConfigMap 'istio' has no data.mesh; nothing to apply")
+        return []
+    # A block scalar's text starts on the line after its indicator.
+    block = isinstance(mesh_node, yaml.ScalarNode) and mesh_node.style in ("|", ">")
+    offset = mesh_node.start_mark.line + (1 if block else 0) + doc.line_offset
+    docs, problems = read_text(mesh_text, doc.file, limits, line_offset=offset)
+    issues.extend(problems)
+    out: list[_Loaded | tuple[MeshConfig, Report]] = []
+    for inner in docs:
+        inner_report = Report(doc.file, doc.index, offset)
+        inner_report.kind, inner_report.name = "ConfigMap", "istio"
+        mesh = decode(MeshConfig, inner.node, inner_report, ("data", "mesh"))
+        issues.extend(inner_report.issues)
+        if mesh is not INVALID and not inner_report.failed:
+            out.append((mesh, inner_report))
+    return out

@@ -1,0 +1,182 @@
+"""``Mesh``: config sources in, one live snapshot out, and the factories users call."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from pymesh.config.load import Config, SourceSpec, Text, load
+from pymesh.config.source import Limits, discover
+from pymesh.errors import ConfigError, Issue
+from pymesh.snapshot.snapshot import Snapshot, build
+from pymesh.workload import Workload
+
+__all__ = ["Mesh"]
+
+log = logging.getLogger("pymesh")
+
+
+class Mesh:
+    """An Istio mesh inside this process, configured by Istio YAML.
+
+    Build one with ``Mesh.from_path``, ``Mesh.from_yaml`` or ``Mesh.from_env``. The
+    config is validated whole; a ``ConfigError`` lists every problem and nothing is
+    applied. ``reload()`` re-reads the sources and swaps the snapshot atomically; if
+    the new config is bad the old one keeps serving.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[SourceSpec],
+        *,
+        workload: Workload | None = None,
+        namespace: str | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self._sources: tuple[SourceSpec, ...] = tuple(sources)
+        ns = namespace or (workload.namespace if workload is not None else None) or "default"
+        self._workload = workload if workload is not None else Workload(namespace=ns)
+        self._namespace = ns
+        self._limits = limits
+        self._lock = threading.Lock()  # serialises reloads; readers never take it
+        self._watcher: _Watcher | None = None
+        self._snapshot: Snapshot = build(self._load(), self._workload)
+
+    # -- construction -----------------------------------------------------------------
+
+    @classmethod
+    def from_path(
+        cls,
+        paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+        *,
+        workload: Workload | None = None,
+        namespace: str | None = None,
+        watch: bool = False,
+        limits: Limits | None = None,
+    ) -> Mesh:
+        """A file, a folder (recursively ``*.yaml``, ``*.yml``, ``*.json``) or a list of them."""
+        items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+        mesh = cls([Path(p) for p in items], workload=workload, namespace=namespace, limits=limits)
+        if watch:
+            mesh.watch()
+        return mesh
+
+    @classmethod
+    def from_yaml(
+        cls, text: str, *, workload: Workload | None = None, namespace: str | None = None, name: str = "<string>"
+    ) -> Mesh:
+        """One string of (multi-document) YAML or JSON."""
+        return cls([Text(text, name)], workload=workload, namespace=namespace)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Mesh:
+        """``PYMESH_CONFIG`` (paths separated by ``os.pathsep``) and the workload variables."""
+        env = os.environ if environ is None else environ
+        raw = env.get("PYMESH_CONFIG", "")
+        if not raw:
+            raise ConfigError([Issue(severity="error", message="PYMESH_CONFIG is not set", file="<environment>")])
+        workload = Workload.from_env(env)
+        return cls.from_path(raw.split(os.pathsep), workload=workload, namespace=workload.namespace)
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The live snapshot; read it once per request and use that one throughout."""
+        return self._snapshot
+
+    @property
+    def workload(self) -> Workload:
+        return self._workload
+
+    @property
+    def config(self) -> Config:
+        return self._snapshot.config
+
+    @property
+    def warnings(self) -> tuple[Issue, ...]:
+        return self._snapshot.config.warnings
+
+    def reload(self) -> Snapshot:
+        """Re-read every source and swap the snapshot; on ``ConfigError`` the old one stays."""
+        with self._lock:
+            try:
+                snapshot = build(self._load(), self._workload)
+            except ConfigError:
+                log.warning("pymesh: reload failed; keeping config generation %d", self._snapshot.generation)
+                raise
+            self._snapshot = snapshot  # one reference: the swap is atomic for readers
+            return snapshot
+
+    def watch(self, interval: float = 1.0) -> None:
+        """Reload when a source file changes (polled by content hash); idempotent."""
+        if self._watcher is None:
+            self._watcher = _Watcher(self, interval)
+            self._watcher.start()
+
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+
+    def __enter__(self) -> Mesh:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        snap = self._snapshot
+        return (
+            f"<pymesh.Mesh {self._workload!r} generation={snap.generation} "
+            f"resources={len(snap.config.resources)} hosts={len(snap.routes)}>"
+        )
+
+    def _load(self) -> Config:
+        return load(self._sources, namespace=self._namespace, limits=self._limits)
+
+    def _fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        files, _ = discover(p for p in self._sources if not isinstance(p, Text))
+        for f in files:
+            digest.update(str(f).encode())
+            try:
+                digest.update(f.read_bytes())
+            except OSError:
+                digest.update(b"\0missing")
+        return digest.hexdigest()
+
+
+class _Watcher(threading.Thread):
+    """Polls the sources' content; a folder counts as changed when any file in it does.
+
+    Polling by content (not mtime) also catches Kubernetes ConfigMap volumes, which swap
+    a ``..data`` symlink and leave the file names' mtimes alone.
+    """
+
+    def __init__(self, mesh: Mesh, interval: float) -> None:
+        super().__init__(name="pymesh-config-watch", daemon=True)
+        self._mesh = mesh
+        self._interval = interval
+        self._stopped = threading.Event()
+        self._last = mesh._fingerprint()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self._interval):
+            current = self._mesh._fingerprint()
+            if current == self._last:
+                continue
+            self._last = current
+            try:
+                self._mesh.reload()
+            except ConfigError as exc:
+                log.warning("pymesh: config change rejected:\n%s", exc)
+            except Exception:  # a watcher must outlive any one bad reload
+                log.exception("pymesh: reload failed")

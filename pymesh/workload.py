@@ -1,0 +1,71 @@
+"""The workload a mesh runs as: who this process is to the rest of the mesh."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+__all__ = ["Workload", "parse_labels"]
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """``"app=a,version=v1"`` -> ``{"app": "a", "version": "v1"}``."""
+    labels: dict[str, str] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"label {part!r} is not key=value")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Workload:
+    """A workload's name, namespace, labels and service account.
+
+    Labels decide which ``selector`` blocks apply to it and which ``sourceLabels``
+    route matches hold; the namespace is where short host names resolve and the
+    default namespace of documents that name none. ``trust_domain`` None means the
+    mesh's (MeshConfig ``trustDomain``, default ``cluster.local``).
+    """
+
+    name: str = ""
+    namespace: str = "default"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    service_account: str = "default"
+    trust_domain: str | None = None
+    cert_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", MappingProxyType(dict(self.labels)))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Workload:
+        """``PYMESH_WORKLOAD``, ``PYMESH_NAMESPACE``, ``PYMESH_LABELS``, ``PYMESH_SERVICE_ACCOUNT``,
+        ``PYMESH_TRUST_DOMAIN`` and ``PYMESH_CERT_DIR``."""
+        env = os.environ if environ is None else environ
+        return cls(
+            name=env.get("PYMESH_WORKLOAD", ""),
+            namespace=env.get("PYMESH_NAMESPACE", "") or "default",
+            labels=parse_labels(env.get("PYMESH_LABELS", "")),
+            service_account=env.get("PYMESH_SERVICE_ACCOUNT", "") or "default",
+            trust_domain=env.get("PYMESH_TRUST_DOMAIN") or None,
+            cert_dir=env.get("PYMESH_CERT_DIR") or None,
+        )
+
+    def spiffe_id(self, trust_domain: str = "cluster.local") -> str:
+        td = self.trust_domain or trust_domain
+        return f"spiffe://{td}/ns/{self.namespace}/sa/{self.service_account}"
+
+    def principal(self, trust_domain: str = "cluster.local") -> str:
+        """Istio's principal string: the SPIFFE ID without its scheme."""
+        return self.spiffe_id(trust_domain).removeprefix("spiffe://")
+
+    def __repr__(self) -> str:
+        labels = ",".join(f"{k}={v}" for k, v in self.labels.items())
+        return f"pymesh.Workload({self.namespace}/{self.name or '-'} [{labels}] sa={self.service_account})"
