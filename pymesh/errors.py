@@ -1,8 +1,13 @@
 """pymesh's exceptions, in one place.
 
     MeshError
-    ├── ConfigError (also ValueError)   bad config; ``.issues`` lists every finding
-    └── NoRouteError (also LookupError) ``mesh.route()`` found no route for a request
+    ├── ConfigError (also ValueError)     bad config; ``.issues`` lists every finding
+    ├── NoRouteError (also LookupError)   ``mesh.route()`` found no route for a request
+    └── MeshRequestError (also httpx.RequestError)   a request failed the way a sidecar fails it;
+        │                                            raised instead of the response with raise_errors=True
+        ├── RouteNotFoundError (also NoRouteError)    404 NR, or 502 under REGISTRY_ONLY
+        ├── NoHealthyUpstreamError (also httpx.ConnectError)  503 UH / NC
+        └── UpstreamConnectError (also httpx.ConnectError)    503 UF / UC
 
 Later parts add their errors under ``MeshError`` here, mixing in the httpx class an
 existing handler would catch.
@@ -14,7 +19,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["ConfigError", "Issue", "MeshError", "NoRouteError"]
+import httpx
+
+__all__ = [
+    "ConfigError",
+    "Issue",
+    "MeshError",
+    "MeshRequestError",
+    "NoHealthyUpstreamError",
+    "NoRouteError",
+    "RouteNotFoundError",
+    "UpstreamConnectError",
+]
 
 Severity = Literal["error", "warning"]
 
@@ -87,6 +103,33 @@ class ConfigError(MeshError, ValueError):
     def errors(self) -> tuple[Issue, ...]:
         return tuple(i for i in self.issues if i.severity == "error")
 
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[tuple[Issue, ...]]]:
+        # args holds the rendered message, not the issues: rebuild from the issues so the
+        # error survives pickling (multiprocessing, concurrent.futures, pytest-xdist).
+        return (type(self), (self.issues,))
+
 
 class NoRouteError(MeshError, LookupError):
     """No route in the mesh serves the request (Envoy would answer 404 NR or 502)."""
+
+
+class MeshRequestError(MeshError, httpx.RequestError):
+    """A request the mesh answered itself with a failure; ``status`` and ``flags`` say which."""
+
+    def __init__(self, message: str, *, request: httpx.Request | None = None, status: int = 503,
+                 flags: str = "") -> None:
+        httpx.RequestError.__init__(self, message, request=request)
+        self.status = status
+        self.flags = flags
+
+
+class RouteNotFoundError(MeshRequestError, NoRouteError):
+    """No route: a VirtualService owns the host but nothing matched (NR), or REGISTRY_ONLY."""
+
+
+class NoHealthyUpstreamError(MeshRequestError, httpx.ConnectError):
+    """The destination has no endpoint to send to (UH), or its subset is not defined (NC)."""
+
+
+class UpstreamConnectError(MeshRequestError, httpx.ConnectError):
+    """The upstream could not be reached (UF) or reset before answering (UC)."""

@@ -7,17 +7,39 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pymesh.config.load import Config, SourceSpec, Text, load
 from pymesh.config.source import Limits, discover
 from pymesh.errors import ConfigError, Issue
+from pymesh.outbound.router import Router
+from pymesh.outbound.runtime import Runtime
 from pymesh.snapshot.snapshot import Snapshot, build
 from pymesh.workload import Workload
+
+if TYPE_CHECKING:
+    import httpx
+
+    from pymesh.outbound.decision import RouteDecision
+    from pymesh.outbound.transport import AsyncMeshTransport, MeshTransport
 
 __all__ = ["Mesh"]
 
 log = logging.getLogger("pymesh")
+
+
+@dataclass(frozen=True, slots=True)
+class _Live:
+    """The snapshot and its router, swapped together as one reference."""
+
+    snapshot: Snapshot
+    router: Router
+
+    @classmethod
+    def of(cls, snapshot: Snapshot) -> _Live:
+        return cls(snapshot, Router(snapshot))
 
 
 class Mesh:
@@ -44,7 +66,8 @@ class Mesh:
         self._limits = limits
         self._lock = threading.Lock()  # serialises reloads; readers never take it
         self._watcher: _Watcher | None = None
-        self._snapshot: Snapshot = build(self._load(), self._workload)
+        self._runtime = Runtime()
+        self._live = _Live.of(build(self._load(), self._workload))
 
     # -- construction -----------------------------------------------------------------
 
@@ -87,7 +110,7 @@ class Mesh:
     @property
     def snapshot(self) -> Snapshot:
         """The live snapshot; read it once per request and use that one throughout."""
-        return self._snapshot
+        return self._live.snapshot
 
     @property
     def workload(self) -> Workload:
@@ -95,28 +118,62 @@ class Mesh:
 
     @property
     def config(self) -> Config:
-        return self._snapshot.config
+        return self._live.snapshot.config
 
     @property
     def warnings(self) -> tuple[Issue, ...]:
-        return self._snapshot.config.warnings
+        return self._live.snapshot.config.warnings
 
     def reload(self) -> Snapshot:
         """Re-read every source and swap the snapshot; on ``ConfigError`` the old one stays."""
         with self._lock:
             try:
-                snapshot = build(self._load(), self._workload)
+                live = _Live.of(build(self._load(), self._workload))
             except ConfigError:
-                log.warning("pymesh: reload failed; keeping config generation %d", self._snapshot.generation)
+                log.warning("pymesh: reload failed; keeping config generation %d", self._live.snapshot.generation)
                 raise
-            self._snapshot = snapshot  # one reference: the swap is atomic for readers
-            return snapshot
+            self._live = live  # one reference: the swap is atomic for readers
+            return live.snapshot
 
     def watch(self, interval: float = 1.0) -> None:
         """Reload when a source file changes (polled by content hash); idempotent."""
         if self._watcher is None:
             self._watcher = _Watcher(self, interval)
             self._watcher.start()
+
+    # -- outbound ----------------------------------------------------------------------
+
+    def transport(self, *, raise_errors: bool = False) -> MeshTransport:
+        """An ``httpx.BaseTransport`` for ``httpx.Client(transport=...)``."""
+        from pymesh.outbound.transport import MeshTransport
+
+        return MeshTransport(self, raise_errors=raise_errors)
+
+    def async_transport(self, *, raise_errors: bool = False) -> AsyncMeshTransport:
+        """An ``httpx.AsyncBaseTransport`` for ``httpx.AsyncClient(transport=...)``."""
+        from pymesh.outbound.transport import AsyncMeshTransport
+
+        return AsyncMeshTransport(self, raise_errors=raise_errors)
+
+    def client(self, *, raise_errors: bool = False, **kwargs: Any) -> httpx.Client:
+        """An ``httpx.Client`` whose every request goes through the mesh; kwargs go to httpx."""
+        import httpx
+
+        return httpx.Client(transport=self.transport(raise_errors=raise_errors), **kwargs)
+
+    def async_client(self, *, raise_errors: bool = False, **kwargs: Any) -> httpx.AsyncClient:
+        import httpx
+
+        return httpx.AsyncClient(transport=self.async_transport(raise_errors=raise_errors), **kwargs)
+
+    def route(
+        self, method: str, url: str, headers: Mapping[str, str] | None = None, *, source_ip: str = ""
+    ) -> RouteDecision:
+        """How the mesh would route a request, with no I/O; raises ``NoRouteError`` for 404 NR."""
+        from pymesh.outbound.decision import decide, info_for
+
+        live = self._live
+        return decide(live.router, info_for(method, url, headers, source_ip), url, self._runtime.rng)
 
     def close(self) -> None:
         if self._watcher is not None:
@@ -130,7 +187,7 @@ class Mesh:
         self.close()
 
     def __repr__(self) -> str:
-        snap = self._snapshot
+        snap = self._live.snapshot
         return (
             f"<pymesh.Mesh {self._workload!r} generation={snap.generation} "
             f"resources={len(snap.config.resources)} hosts={len(snap.routes)}>"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import partial
 from types import MappingProxyType
+from typing import Any
 
 __all__ = ["Workload", "parse_labels"]
 
@@ -40,14 +42,27 @@ class Workload:
     service_account: str = "default"
     trust_domain: str | None = None
     cert_dir: str | None = None
+    locality: str = ""  # "region/zone/subzone", for locality-aware load balancing
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", MappingProxyType(dict(self.labels)))
 
+    def __hash__(self) -> int:
+        # The generated hash would fail on the mappingproxy; a frozen value should hash.
+        return hash(tuple(
+            frozenset(v.items()) if isinstance(v, Mapping) else v for v in (getattr(self, f.name) for f in fields(self))
+        ))
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        # A mappingproxy cannot be pickled or deep-copied; rebuild from plain values instead.
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["labels"] = dict(self.labels)
+        return (partial(Workload, **values), ())
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Workload:
         """``PYMESH_WORKLOAD``, ``PYMESH_NAMESPACE``, ``PYMESH_LABELS``, ``PYMESH_SERVICE_ACCOUNT``,
-        ``PYMESH_TRUST_DOMAIN`` and ``PYMESH_CERT_DIR``."""
+        ``PYMESH_TRUST_DOMAIN``, ``PYMESH_CERT_DIR`` and ``PYMESH_LOCALITY``."""
         env = os.environ if environ is None else environ
         return cls(
             name=env.get("PYMESH_WORKLOAD", ""),
@@ -56,6 +71,7 @@ class Workload:
             service_account=env.get("PYMESH_SERVICE_ACCOUNT", "") or "default",
             trust_domain=env.get("PYMESH_TRUST_DOMAIN") or None,
             cert_dir=env.get("PYMESH_CERT_DIR") or None,
+            locality=env.get("PYMESH_LOCALITY", ""),
         )
 
     def spiffe_id(self, trust_domain: str = "cluster.local") -> str:

@@ -32,6 +32,7 @@ def run(items: Sequence[Item], mesh: MeshConfig) -> None:
     _peer_authn_conflicts(by_kind["PeerAuthentication"], mesh)
     _custom_providers(by_kind["AuthorizationPolicy"], mesh)
     _role_refs(by_kind)
+    _orphan_delegates(by_kind["VirtualService"])
 
 
 def _destinations(vs: Any) -> Iterator[tuple[tuple[str | int, ...], Any]]:
@@ -169,4 +170,25 @@ def _role_refs(by_kind: dict[str, list[Item]]) -> None:
         ref = res.spec.role_ref
         name = ref.name if ref is not None else res.spec.role
         if name and name.lstrip("/") and (res.namespace, name.lstrip("/")) not in roles:
-            check.warn(f"ServiceRole {name!r} is not defined in namespace {res.namespace!r}", "spec", "roleRef")
+            where = ("spec", "roleRef") if ref is not None else ("spec", "role")
+            check.warn(f"ServiceRole {name!r} is not defined in namespace {res.namespace!r}", *where)
+
+
+def _orphan_delegates(items: list[Item]) -> None:
+    """A VirtualService without hosts is a delegate; one that nothing delegates to is a mistake.
+
+    Istio accepts it silently (it routes nothing). pymesh refuses it, because on its own
+    it is the Istio 1.1 error "virtual service must have at least one host".
+    """
+    referenced = set()
+    for res, _ in items:
+        for route in res.spec.http:
+            if route.delegate is not None:
+                referenced.add((route.delegate.namespace or res.namespace, route.delegate.name))
+    for res, check in items:
+        if not res.spec.hosts and (res.namespace, res.name) not in referenced:
+            check.error(
+                "virtual service must have at least one host (without hosts it is a delegate, "
+                f"and no VirtualService delegates to {res.namespace}/{res.name})",
+                "spec", "hosts",
+            )

@@ -3,7 +3,9 @@
 Scope rules, shared by PeerAuthentication, RequestAuthentication and
 AuthorizationPolicy: a policy in the root namespace without a selector applies to the
 whole mesh; one in another namespace without a selector applies to that namespace; a
-selector narrows it to the matching workloads of its own namespace. ``targetRef(s)``
+selector narrows it to the matching workloads of its own namespace, or, in the root
+namespace, of every namespace (except PeerAuthentication, whose root-namespace
+selector istiod ignores). ``targetRef(s)``
 name Kubernetes objects pymesh cannot see: a ``Service`` target selects workloads whose
 name or ``app`` label is the service's name (see docs, "Differences from Istio").
 """
@@ -31,8 +33,14 @@ def selects(res: Resource[Any], namespace: str, name: str, labels: Mapping[str, 
     selector = getattr(spec, "selector", None)
     match_labels = dict(selector.match_labels) if selector is not None else {}
     refs = _refs(spec)
-    if res.namespace == root and not match_labels and not refs:
-        return True
+    if res.namespace == root and not refs:
+        if not match_labels:
+            return True  # mesh-wide
+        if res.kind == "PeerAuthentication":
+            return False  # istiod ignores a root-namespace PeerAuthentication with a selector
+        # A root-namespace selector matches workloads in every namespace (AuthorizationPolicy and
+        # RequestAuthentication API docs; authorization.go / authentication.go lookups).
+        return all(labels.get(k) == v for k, v in match_labels.items())
     if res.namespace != namespace:
         return False
     if refs:

@@ -24,7 +24,7 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 class ServicePort:
     number: int
     name: str = ""
-    protocol: str = "HTTP"
+    protocol: str = ""  # upper case; "" when the ServiceEntry did not say
     target_port: int | None = None
 
 

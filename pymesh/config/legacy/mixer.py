@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from pymesh.config.decode import INVALID, Checker, Invalid, Json, Report, decode, field
+from pymesh.config.legacy.expr import ExpressionError, parse, parse_match
 from pymesh.config.resource import KindSpec
 from pymesh.config.types import Duration, DurationOrZero, compile_re2
 
@@ -123,6 +124,19 @@ class ListEntry:
     """The ``listentry`` template: the expression whose value a listchecker looks up."""
 
     value: str = ""  # e.g. source.labels["app"], source.ip | ip("0.0.0.0")
+
+    def _check(self, v: Checker) -> None:
+        if not self.value:
+            v.warn("listentry value is empty: every list check answers INVALID_ARGUMENT", "value")
+            return
+        try:
+            expr = parse(self.value)
+        except ExpressionError as exc:
+            v.error(f"invalid value expression: {exc}", "value")
+            return
+        if expr.type not in ("STRING", "IP_ADDRESS"):
+            v.warn(f"value is a {expr.type} expression; a list checker looks up only a STRING or an "
+                   "IP_ADDRESS and answers INVALID_ARGUMENT otherwise", "value")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -354,6 +368,10 @@ class Rule:
     sampling: Sampling | None = None
 
     def _check(self, v: Checker) -> None:
+        try:
+            parse_match(self.match)
+        except ExpressionError as exc:
+            v.error(f"invalid match expression: {exc}", "match")
         if not (self.actions or self.request_header_operations or self.response_header_operations):
             v.error("no valid actions found in rule: set actions or header operations", "actions")
 

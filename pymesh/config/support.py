@@ -1,0 +1,301 @@
+"""What pymesh does with each kind and field: the table behind ``docs/configuration.md``.
+
+Four statuses:
+
+``enforced``
+    pymesh acts on it.
+``accepted``
+    validated and loaded, not yet acted on; ``area`` names the work that will act on it.
+``ignored``
+    accepted, with no effect by design (stats names, Kubernetes bookkeeping, fields Istio
+    never used); ``note`` says why.
+``rejected``
+    pymesh refuses it on purpose (the decoder reports an error); ``note`` says why.
+
+Keys are patterns: ``Kind`` (the default for every field of a kind), ``Kind.a.b`` (that
+field only) and ``Kind.a.*`` (that field and everything under it). Paths use the YAML
+(lowerCamel) field names relative to ``spec``; list items add no segment
+(``http.route.destination`` is ``spec.http[i].route[j].destination``) and a map value adds
+``<key>`` (``http.match.headers.<key>.exact``). The most specific pattern wins: a longer
+path beats a shorter one, and ``Kind.a.b`` beats ``Kind.a.b.*`` for ``a.b`` itself. The
+pseudo-kind ``metadata`` covers the Kubernetes ``metadata`` every document carries.
+
+``tests/test_config_reference.py`` checks that every pattern names a real kind and field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal
+
+__all__ = ["METADATA", "SUPPORT", "Status", "Support", "lookup", "parse_pattern", "support_for"]
+
+Status = Literal["enforced", "accepted", "ignored", "rejected"]
+METADATA = "metadata"  # the pseudo-kind for ObjectMeta
+
+
+@dataclass(frozen=True, slots=True)
+class Support:
+    status: Status
+    area: str = ""  # accepted: the work that will act on it
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.status == "accepted") != bool(self.area):
+            raise ValueError("an accepted entry names its area, and only an accepted entry does")
+        if self.status in ("ignored", "rejected") and not self.note:
+            raise ValueError(f"an {self.status} entry says why in its note")
+
+    def __str__(self) -> str:
+        return f"accepted ({self.area})" if self.area else self.status
+
+
+def _enforced(note: str = "") -> Support:
+    return Support("enforced", note=note)
+
+
+def _accepted(area: str, note: str = "") -> Support:
+    return Support("accepted", area=area, note=note)
+
+
+def _ignored(note: str) -> Support:
+    return Support("ignored", note=note)
+
+
+def _rejected(note: str) -> Support:
+    return Support("rejected", note=note)
+
+
+ROUTING = "outbound routing"
+L4 = "TCP/TLS routing"
+RESILIENCE = "resilience"
+BALANCING = "load balancing"
+MTLS = "mTLS"
+JWT = "JWT authentication"
+AUTHZ = "authorization"
+TELEMETRY = "telemetry"
+GATEWAY = "gateway"
+LEGACY = "legacy translation"
+
+_STATS_ONLY = "Names Envoy stats; pymesh emits Istio's standard metrics, not Envoy stats"
+_K8S_ONLY = "Kubernetes or istiod setting with no meaning for an in-process proxy"
+_ENVOY_ONLY = "Envoy or sidecar-injection setting with no meaning for an in-process proxy"
+_TARGET_REF = ("Kind `Service` selects workloads whose name or `app` label is the Service name; see "
+               "[Differences from Istio](differences.md)")
+_DR_MERGE = ("The snapshot picks the DestinationRule for each client and merges port-level and subset "
+             "policies as Istio does; the settings inside are accepted")
+_PORT_BY_NAME = "The snapshot picks port-level settings by number only"
+
+_TABLE: dict[str, Support] = {
+    # -- every document ------------------------------------------------------------------
+    "metadata": _ignored("Kubernetes bookkeeping"),
+    "metadata.name": _enforced("With kind and namespace, the identity: a later document with the same "
+                               "identity replaces the earlier, as `kubectl apply` does"),
+    "metadata.namespace": _enforced("Unset: the namespace the loader is given"),
+    "metadata.creationTimestamp": _enforced("Orders the oldest-wins decisions (VirtualService host ownership, "
+                                            "DestinationRule merging)"),
+    "metadata.labels": _ignored("Labels on config objects select nothing"),
+    "metadata.annotations": _accepted(AUTHZ, "Istio acts only on `istio.io/dry-run` (AuthorizationPolicy)"),
+    # -- networking.istio.io -------------------------------------------------------------------
+    "VirtualService": _accepted(ROUTING),
+    "VirtualService.hosts": _enforced("Short names expand in the VirtualService's namespace; for sidecars "
+                                      "the oldest VirtualService owns a host"),
+    "VirtualService.gateways": _enforced("Decides whether the rules apply at sidecars (`mesh`) or to the "
+                                         "named gateways"),
+    "VirtualService.exportTo": _enforced(),
+    "VirtualService.http.name": _accepted(TELEMETRY),
+    "VirtualService.http.match.name": _accepted(TELEMETRY),
+    "VirtualService.http.match.statPrefix": _ignored(_STATS_ONLY),
+    "VirtualService.http.timeout": _accepted(RESILIENCE),
+    "VirtualService.http.retries.*": _accepted(RESILIENCE),
+    "VirtualService.http.fault.*": _accepted(RESILIENCE),
+    "VirtualService.http.fault.delay.exponentialDelay": _rejected("Istio does not support it either"),
+    "VirtualService.http.fault.abort.http2Error": _rejected("Istio does not support it either"),
+    "VirtualService.http.websocketUpgrade": _ignored("WebSocket upgrades are always allowed"),
+    "VirtualService.tcp.*": _accepted(L4),
+    "VirtualService.tcp.match.sourceSubnet": _ignored("Hidden in Istio's API and never used"),
+    "VirtualService.tls.*": _accepted(L4),
+    "VirtualService.tls.match.sourceSubnet": _ignored("Never used by Istio"),
+    "DestinationRule": _accepted(RESILIENCE),
+    "DestinationRule.host": _enforced("Short names expand in the DestinationRule's namespace; the most "
+                                      "specific host wins"),
+    "DestinationRule.exportTo": _enforced(),
+    "DestinationRule.workloadSelector.*": _enforced(),
+    "DestinationRule.subsets": _enforced(),
+    "DestinationRule.subsets.name": _enforced(),
+    "DestinationRule.subsets.labels": _enforced(),
+    "DestinationRule.trafficPolicy": _enforced(_DR_MERGE),
+    "DestinationRule.trafficPolicy.portLevelSettings": _enforced(),
+    "DestinationRule.trafficPolicy.portLevelSettings.port": _enforced(),
+    "DestinationRule.trafficPolicy.portLevelSettings.port.number": _enforced(),
+    "DestinationRule.trafficPolicy.portLevelSettings.port.name": _accepted(ROUTING, _PORT_BY_NAME),
+    "DestinationRule.trafficPolicy.loadBalancer.*": _accepted(BALANCING),
+    "DestinationRule.trafficPolicy.portLevelSettings.loadBalancer.*": _accepted(BALANCING),
+    "DestinationRule.trafficPolicy.tls.*": _accepted(MTLS),
+    "DestinationRule.trafficPolicy.portLevelSettings.tls.*": _accepted(MTLS),
+    "DestinationRule.trafficPolicy.tunnel.*": _accepted(L4),
+    "DestinationRule.trafficPolicy.proxyProtocol.*": _accepted(L4),
+    "DestinationRule.subsets.trafficPolicy": _enforced(_DR_MERGE),
+    "DestinationRule.subsets.trafficPolicy.portLevelSettings": _enforced(),
+    "DestinationRule.subsets.trafficPolicy.portLevelSettings.port": _enforced(),
+    "DestinationRule.subsets.trafficPolicy.portLevelSettings.port.number": _enforced(),
+    "DestinationRule.subsets.trafficPolicy.portLevelSettings.port.name": _accepted(ROUTING, _PORT_BY_NAME),
+    "DestinationRule.subsets.trafficPolicy.loadBalancer.*": _accepted(BALANCING),
+    "DestinationRule.subsets.trafficPolicy.portLevelSettings.loadBalancer.*": _accepted(BALANCING),
+    "DestinationRule.subsets.trafficPolicy.tls.*": _accepted(MTLS),
+    "DestinationRule.subsets.trafficPolicy.portLevelSettings.tls.*": _accepted(MTLS),
+    "DestinationRule.subsets.trafficPolicy.tunnel.*": _accepted(L4),
+    "DestinationRule.subsets.trafficPolicy.proxyProtocol.*": _accepted(L4),
+    "ServiceEntry": _accepted(ROUTING),
+    "ServiceEntry.hosts": _enforced("Short names expand in the ServiceEntry's namespace"),
+    "ServiceEntry.ports.*": _enforced(),
+    "ServiceEntry.resolution": _enforced("DNS with no endpoints: the host itself is resolved"),
+    "ServiceEntry.endpoints.*": _enforced(),
+    "ServiceEntry.workloadSelector.*": _enforced("Selects WorkloadEntries in the ServiceEntry's namespace"),
+    "ServiceEntry.exportTo": _enforced(),
+    "ServiceEntry.addresses": _accepted(L4),
+    "ServiceEntry.location": _accepted(MTLS),
+    "ServiceEntry.subjectAltNames": _accepted(MTLS),
+    "WorkloadEntry": _enforced("An endpoint of the ServiceEntries whose workloadSelector selects it"),
+    "Gateway": _accepted(GATEWAY),
+    "Gateway.servers.port.targetPort": _rejected("Has no effect on a Gateway; a non-zero value is an error, "
+                                                 "as in Istio"),
+    # -- security.istio.io -----------------------------------------------------------------------
+    "PeerAuthentication": _accepted(MTLS),
+    "RequestAuthentication": _accepted(JWT),
+    "RequestAuthentication.targetRef.kind": _accepted(JWT, _TARGET_REF),
+    "RequestAuthentication.targetRefs.kind": _accepted(JWT, _TARGET_REF),
+    "AuthorizationPolicy": _accepted(AUTHZ),
+    "AuthorizationPolicy.targetRef.kind": _accepted(AUTHZ, _TARGET_REF),
+    "AuthorizationPolicy.targetRefs.kind": _accepted(AUTHZ, _TARGET_REF),
+    # -- Istio 1.0/1.1 APIs ------------------------------------------------------------------------
+    "Policy": _accepted(LEGACY),
+    "Policy.targets.labels": _ignored("Never implemented by Istio"),
+    "MeshPolicy": _accepted(LEGACY),
+    "MeshPolicy.targets.labels": _ignored("Never implemented by Istio"),
+    "ClusterRbacConfig": _accepted(LEGACY),
+    "ClusterRbacConfig.inclusion.workloadSelectors.*": _ignored("Never implemented by Istio"),
+    "ClusterRbacConfig.exclusion.workloadSelectors.*": _ignored("Never implemented by Istio"),
+    "RbacConfig": _accepted(LEGACY),
+    "RbacConfig.inclusion.workloadSelectors.*": _ignored("Never implemented by Istio"),
+    "RbacConfig.exclusion.workloadSelectors.*": _ignored("Never implemented by Istio"),
+    "ServiceRole": _accepted(LEGACY),
+    "ServiceRoleBinding": _accepted(LEGACY),
+    "rule": _accepted(LEGACY),
+    "handler": _accepted(LEGACY),
+    "instance": _accepted(LEGACY),
+    "listchecker": _accepted(LEGACY),
+    "denier": _accepted(LEGACY),
+    "listentry": _accepted(LEGACY),
+    "checknothing": _accepted(LEGACY),
+    # -- MeshConfig --------------------------------------------------------------------------------
+    "MeshConfig": _ignored("Kubernetes, istiod or Envoy settings with no meaning for an in-process proxy"),
+    "MeshConfig.trustDomain": _enforced(),
+    "MeshConfig.rootNamespace": _enforced("Policies and DestinationRules here apply mesh-wide"),
+    "MeshConfig.trustDomainAliases": _accepted(AUTHZ),
+    "MeshConfig.outboundTrafficPolicy.*": _accepted(ROUTING),
+    "MeshConfig.pathNormalization.*": _accepted(AUTHZ),
+    "MeshConfig.defaultHttpRetryPolicy.*": _accepted(RESILIENCE),
+    "MeshConfig.connectTimeout": _accepted(RESILIENCE),
+    "MeshConfig.tcpKeepalive": _accepted(RESILIENCE),
+    "MeshConfig.defaultTrafficPolicy": _accepted(RESILIENCE),
+    "MeshConfig.enableAutoMtls": _accepted(MTLS),
+    "MeshConfig.caCertificates": _accepted(MTLS),
+    "MeshConfig.verifyCertificateAtClient": _accepted(MTLS),
+    "MeshConfig.meshMtls": _accepted(MTLS),
+    "MeshConfig.tlsDefaults": _accepted(MTLS),
+    "MeshConfig.enableTracing": _accepted(TELEMETRY),
+    "MeshConfig.accessLogFile": _accepted(TELEMETRY),
+    "MeshConfig.accessLogFormat": _accepted(TELEMETRY),
+    "MeshConfig.accessLogEncoding": _accepted(TELEMETRY),
+    "MeshConfig.defaultProviders": _accepted(TELEMETRY),
+    "MeshConfig.extensionProviders.*": _accepted(AUTHZ, "CUSTOM AuthorizationPolicy providers; tracing and "
+                                                 "access-log providers for telemetry"),
+    "MeshConfig.localityLbSetting.*": _accepted(BALANCING),
+    "MeshConfig.h2UpgradePolicy": _accepted(ROUTING),
+    "MeshConfig.dnsRefreshRate": _accepted(ROUTING),
+    "MeshConfig.serviceSettings": _accepted(ROUTING),
+    "MeshConfig.defaultServiceExportTo": _accepted(ROUTING),
+    "MeshConfig.defaultVirtualServiceExportTo": _accepted(ROUTING),
+    "MeshConfig.defaultDestinationRuleExportTo": _accepted(ROUTING),
+    "MeshConfig.shadowHostSuffix": _accepted(ROUTING, "pymesh's own setting: Istio 1.27 and earlier append "
+                                             "`-shadow` to a mirrored request's host"),
+    "MeshConfig.proxyListenPort": _ignored(_ENVOY_ONLY),
+    "MeshConfig.proxyInboundListenPort": _ignored(_ENVOY_ONLY),
+    "MeshConfig.proxyHttpPort": _ignored(_ENVOY_ONLY),
+    "MeshConfig.protocolDetectionTimeout": _ignored(_ENVOY_ONLY),
+    "MeshConfig.enableEnvoyAccessLogService": _ignored(_ENVOY_ONLY),
+    "MeshConfig.disableEnvoyListenerLog": _ignored(_ENVOY_ONLY),
+    "MeshConfig.defaultConfig": _ignored(_ENVOY_ONLY),
+    "MeshConfig.inboundTrafficPolicy": _ignored(_ENVOY_ONLY),
+    "MeshConfig.ingressClass": _ignored(_K8S_ONLY),
+    "MeshConfig.ingressService": _ignored(_K8S_ONLY),
+    "MeshConfig.ingressControllerMode": _ignored(_K8S_ONLY),
+    "MeshConfig.ingressSelector": _ignored(_K8S_ONLY),
+    "MeshConfig.configSources": _ignored(_K8S_ONLY),
+    "MeshConfig.certificates": _ignored(_K8S_ONLY),
+    "MeshConfig.ca": _ignored(_K8S_ONLY),
+    "MeshConfig.discoverySelectors": _ignored(_K8S_ONLY),
+    "MeshConfig.enablePrometheusMerge": _ignored(_K8S_ONLY),
+    "MeshConfig.serviceScopeConfigs": _ignored(_K8S_ONLY),
+    "MeshConfig.thriftConfig": _ignored(_ENVOY_ONLY),
+    "MeshConfig.inboundClusterStatName": _ignored(_STATS_ONLY),
+    "MeshConfig.outboundClusterStatName": _ignored(_STATS_ONLY),
+    "MeshConfig.disablePolicyChecks": _accepted(LEGACY),
+    "MeshConfig.policyCheckFailOpen": _accepted(LEGACY),
+    "MeshConfig.authPolicy": _accepted(LEGACY),
+    "MeshConfig.mixerCheckServer": _ignored("Mixer is not a separate server in pymesh"),
+    "MeshConfig.mixerReportServer": _ignored("Mixer is not a separate server in pymesh"),
+    "MeshConfig.mixerAddress": _ignored("Mixer is not a separate server in pymesh"),
+    "MeshConfig.enableClientSidePolicyCheck": _ignored("Mixer is not a separate server in pymesh"),
+    "MeshConfig.sidecarToTelemetrySessionAffinity": _ignored("Mixer is not a separate server in pymesh"),
+    "MeshConfig.rdsRefreshDelay": _ignored(_ENVOY_ONLY),
+    "MeshConfig.sdsUdsPath": _ignored(_ENVOY_ONLY),
+    "MeshConfig.sdsRefreshDelay": _ignored(_ENVOY_ONLY),
+    "MeshConfig.enableSdsTokenMount": _ignored(_ENVOY_ONLY),
+}
+
+SUPPORT: Mapping[str, Support] = MappingProxyType(_TABLE)
+
+
+def parse_pattern(pattern: str) -> tuple[str, str, bool]:
+    """``"Kind.a.b.*"`` -> ``("Kind", "a.b", True)``: kind, field path, and whether it covers a subtree.
+
+    ``"Kind"`` (the kind's default) is ``("Kind", "", True)``.
+    """
+    kind, _, path = pattern.partition(".")
+    if not path or path == "*":
+        return kind, "", True
+    if path.endswith(".*"):
+        return kind, path[:-2], True
+    return kind, path, False
+
+
+_EXACT: dict[tuple[str, str], tuple[str, Support]] = {}
+_SUBTREE: dict[tuple[str, str], tuple[str, Support]] = {}
+for _pattern, _support in _TABLE.items():
+    _kind, _path, _subtree = parse_pattern(_pattern)
+    (_SUBTREE if _subtree else _EXACT)[(_kind, _path)] = (_pattern, _support)
+
+
+def lookup(kind: str, path: str = "") -> tuple[str, Support]:
+    """The pattern that decides field ``path`` of ``kind`` (dotted wire names, "" for the kind), and its entry.
+
+    Raises ``KeyError`` for a kind the table does not list.
+    """
+    exact = _EXACT.get((kind, path))
+    if exact is not None:
+        return exact
+    while path:
+        found = _SUBTREE.get((kind, path))
+        if found is not None:
+            return found
+        path = path.rpartition(".")[0]
+    return _SUBTREE[(kind, "")]
+
+
+def support_for(kind: str, path: str = "") -> Support:
+    """The support status of field ``path`` of ``kind`` (see :func:`lookup`)."""
+    return lookup(kind, path)[1]
