@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import logging
 
-from pymesh.errors import ConfigError, Issue, MeshError, NoRouteError
+from pymesh.errors import (
+    ConfigError,
+    Issue,
+    MeshError,
+    MeshRequestError,
+    NoHealthyUpstreamError,
+    NoRouteError,
+    RouteNotFoundError,
+    UpstreamConnectError,
+)
 from pymesh.mesh import Mesh
 from pymesh.workload import Workload
 
@@ -19,12 +28,27 @@ __all__ = [
     "Issue",
     "Mesh",
     "MeshError",
+    "MeshRequestError",
+    "NoHealthyUpstreamError",
     "NoRouteError",
+    "RouteNotFoundError",
+    "UpstreamConnectError",
     "Workload",
     "__version__",
 ]
 
-for _cls in (ConfigError, Issue, Mesh, MeshError, NoRouteError, Workload):
+for _cls in (
+    ConfigError,
+    Issue,
+    Mesh,
+    MeshError,
+    MeshRequestError,
+    NoHealthyUpstreamError,
+    NoRouteError,
+    RouteNotFoundError,
+    UpstreamConnectError,
+    Workload,
+):
     _cls.__module__ = "pymesh"
 
 logging.getLogger("pymesh").addHandler(logging.NullHandler())

@@ -34,7 +34,7 @@ class Case:
     name: str
     namespace: str = "default"
     document: int = 0
-    # Known library shortfalls, shown as strict xfails (see the report for each BUG).
+    # A known library shortfall, shown as a strict xfail: set to the BUG's description.
     bug_where: str = ""  # path/line/reason wrong
     bug_whose: str = ""  # kind/namespace/name wrong
 
@@ -62,22 +62,6 @@ def the_error(case: Case) -> Issue:
     return errors[0]
 
 
-# Bugs shared by several cases (each is listed in the report).
-BUG_ENVELOPE_IDENTITY = (
-    "BUG: findings about the envelope (apiVersion, unknown top-level field, metadata) are reported before "
-    "the loader records metadata.name/namespace, so the issue does not name the document it is about"
-)
-BUG_DUPLICATE_KEY = (
-    "BUG: a duplicate key is refused while composing, before decoding, so the issue has no field path and "
-    "names no kind/namespace/name"
-)
-BUG_CONFIGMAP_NAMESPACE = (
-    "BUG: findings inside ConfigMap istio data.mesh carry namespace '' even when metadata.namespace is set"
-)
-BUG_MISSING_APIVERSION = (
-    "BUG: with apiVersion missing the issue drops the document's kind and name, although both are given"
-)
-
 VS_OK = """\
     apiVersion: networking.istio.io/v1
     kind: VirtualService
@@ -100,21 +84,20 @@ CASES: list[Case] = [
           hosts: [reviews]
           http:
           - route: [{destination: {host: reviews}}]
-        """, "apiVersion", "missing apiVersion", "VirtualService", "reviews",
-         bug_whose=BUG_MISSING_APIVERSION),
+        """, "apiVersion", "missing apiVersion", "VirtualService", "reviews"),
     Case("envelope-missing-kind", """
         apiVersion: networking.istio.io/v1  # <-
         metadata:
           name: reviews
         spec:
           hosts: [reviews]
-        """, "kind", "missing kind", "", "", namespace=""),
+        """, "kind", "missing kind", "", "reviews"),
     Case("envelope-null-kind", """
         apiVersion: networking.istio.io/v1
         kind:  # <-
         metadata:
           name: reviews
-        """, "kind", "missing kind", "", "", namespace=""),
+        """, "kind", "missing kind", "", "reviews"),
     Case("envelope-list-document", """
         - apiVersion: networking.istio.io/v1  # <-
           kind: VirtualService
@@ -133,8 +116,7 @@ CASES: list[Case] = [
           hosts: [reviews]
           http:
           - route: [{destination: {host: reviews}}]
-        """, "specs", "unknown top-level field 'specs'", "VirtualService", "reviews",
-         bug_whose=BUG_ENVELOPE_IDENTITY),
+        """, "specs", "unknown top-level field 'specs'", "VirtualService", "reviews"),
     Case("envelope-unsupported-networking-version", """
         apiVersion: networking.istio.io/v2  # <-
         kind: VirtualService
@@ -145,7 +127,7 @@ CASES: list[Case] = [
           http:
           - route: [{destination: {host: reviews}}]
         """, "apiVersion", "unsupported apiVersion 'networking.istio.io/v2' for VirtualService",
-         "VirtualService", "reviews", bug_whose=BUG_ENVELOPE_IDENTITY),
+         "VirtualService", "reviews"),
     Case("envelope-unsupported-security-version", """
         apiVersion: security.istio.io/v1alpha1  # <-
         kind: PeerAuthentication
@@ -154,7 +136,7 @@ CASES: list[Case] = [
         spec:
           mtls: {mode: STRICT}
         """, "apiVersion", "(accepted: security.istio.io/v1, security.istio.io/v1beta1)",
-         "PeerAuthentication", "default", bug_whose=BUG_ENVELOPE_IDENTITY),
+         "PeerAuthentication", "default"),
     Case("envelope-bad-metadata-name", """
         apiVersion: networking.istio.io/v1
         kind: VirtualService
@@ -164,8 +146,7 @@ CASES: list[Case] = [
           hosts: [reviews]
           http:
           - route: [{destination: {host: reviews}}]
-        """, "metadata.name", "metadata.name 'Reviews_V1' is not a valid name", "VirtualService", "Reviews_V1",
-         bug_whose=BUG_ENVELOPE_IDENTITY),
+        """, "metadata.name", "metadata.name 'Reviews_V1' is not a valid name", "VirtualService", "Reviews_V1"),
     Case("envelope-metadata-name-too-long", f"""
         apiVersion: networking.istio.io/v1
         kind: DestinationRule
@@ -173,8 +154,7 @@ CASES: list[Case] = [
           name: {'a' * 254}  # <-
         spec:
           host: reviews
-        """, "metadata.name", "longer than 253 characters", "DestinationRule", "a" * 254,
-         bug_whose=BUG_ENVELOPE_IDENTITY),
+        """, "metadata.name", "longer than 253 characters", "DestinationRule", "a" * 254),
     Case("envelope-bad-metadata-namespace", """
         apiVersion: networking.istio.io/v1
         kind: VirtualService
@@ -186,13 +166,13 @@ CASES: list[Case] = [
           http:
           - route: [{destination: {host: reviews}}]
         """, "metadata.namespace", "namespace 'Prod' is not a DNS-1123 label", "VirtualService", "reviews",
-         namespace="Prod", bug_whose=BUG_ENVELOPE_IDENTITY),
+         namespace="Prod"),
     Case("envelope-missing-metadata", """
         apiVersion: networking.istio.io/v1  # <-
         kind: DestinationRule
         spec:
           host: reviews
-        """, "metadata", "missing metadata", "DestinationRule", "", namespace=""),
+        """, "metadata", "missing metadata", "DestinationRule", ""),
     Case("envelope-metadata-without-name", """
         apiVersion: networking.istio.io/v1
         kind: DestinationRule
@@ -200,7 +180,7 @@ CASES: list[Case] = [
           namespace: prod  # <-
         spec:
           host: reviews
-        """, "metadata.name", "metadata.name is required", "DestinationRule", "", namespace=""),
+        """, "metadata.name", "metadata.name is required", "DestinationRule", "", namespace="prod"),
     Case("envelope-metadata-is-a-list", """
         apiVersion: networking.istio.io/v1
         kind: DestinationRule
@@ -208,7 +188,7 @@ CASES: list[Case] = [
         - name: reviews  # <-
         spec:
           host: reviews
-        """, "metadata", "expected a mapping, got a list", "DestinationRule", "", namespace=""),
+        """, "metadata", "expected a mapping, got a list", "DestinationRule", ""),
     Case("envelope-bad-label-value", """
         apiVersion: networking.istio.io/v1
         kind: DestinationRule
@@ -218,8 +198,7 @@ CASES: list[Case] = [
             app: "not a label!"  # <-
         spec:
           host: reviews
-        """, "metadata.labels", "invalid value 'not a label!' for label 'app'", "DestinationRule", "reviews",
-         bug_whose=BUG_ENVELOPE_IDENTITY),
+        """, "metadata.labels", "invalid value 'not a label!' for label 'app'", "DestinationRule", "reviews"),
     Case("envelope-spec-is-a-list", """
         apiVersion: networking.istio.io/v1
         kind: DestinationRule
@@ -236,8 +215,7 @@ CASES: list[Case] = [
         spec:
           host: reviews
           host: ratings  # <-
-        """, "spec.host", "duplicate key 'host' (first at line 6)", "DestinationRule", "reviews",
-         bug_where=BUG_DUPLICATE_KEY, bug_whose=BUG_DUPLICATE_KEY),
+        """, "spec.host", "duplicate key 'host' (first at line 6)", "DestinationRule", "reviews"),
     Case("envelope-duplicate-top-level-key", """
         apiVersion: networking.istio.io/v1
         kind: DestinationRule
@@ -247,8 +225,7 @@ CASES: list[Case] = [
           name: ratings
         spec:
           host: reviews
-        """, "metadata", "duplicate key 'metadata' (first at line 3)", "DestinationRule", "reviews",
-         bug_where=BUG_DUPLICATE_KEY, bug_whose=BUG_DUPLICATE_KEY),
+        """, "metadata", "duplicate key 'metadata' (first at line 3)", "DestinationRule", "reviews"),
     Case("envelope-yaml-syntax-error", """
         apiVersion: networking.istio.io/v1
         kind: DestinationRule
@@ -310,8 +287,8 @@ CASES: list[Case] = [
           - route: [{destination: {host: reviews}}]
             retries:
               attempts: 010  # <-
-        """, "spec.http[0].retries.attempts", "010 is not a plain decimal integer (YAML 1.1 reads a leading 0 as octal)",
-         "VirtualService", "reviews"),
+        """, "spec.http[0].retries.attempts",
+         "010 is not a plain decimal integer (no leading 0", "VirtualService", "reviews"),
     Case("yaml11-hex-port", """
         apiVersion: networking.istio.io/v1
         kind: ServiceEntry
@@ -1500,8 +1477,7 @@ CASES: list[Case] = [
           mesh: |-
             enableTracing: false
             trustDomain: on  # <-
-        """, "data.mesh.trustDomain", "YAML reads on as a boolean", "ConfigMap", "istio", namespace="istio-system",
-         bug_whose=BUG_CONFIGMAP_NAMESPACE),
+        """, "data.mesh.trustDomain", "YAML reads on as a boolean", "ConfigMap", "istio", namespace="istio-system"),
     Case("meshconfig-configmap-outbound-mode", """
         apiVersion: v1
         kind: ConfigMap
@@ -1511,8 +1487,7 @@ CASES: list[Case] = [
           mesh: |
             outboundTrafficPolicy:
               mode: REGISTRY  # <-
-        """, "data.mesh.outboundTrafficPolicy.mode", "(did you mean 'REGISTRY_ONLY'?)", "ConfigMap", "istio",
-         bug_whose=BUG_CONFIGMAP_NAMESPACE),
+        """, "data.mesh.outboundTrafficPolicy.mode", "(did you mean 'REGISTRY_ONLY'?)", "ConfigMap", "istio"),
     Case("meshconfig-configmap-unknown-field", """
         apiVersion: v1
         kind: ConfigMap
@@ -1524,7 +1499,7 @@ CASES: list[Case] = [
             accessLogFile: /dev/stdout
             enableTracng: true  # <-
         """, "data.mesh.enableTracng", "unknown field 'enableTracng' (did you mean 'enableTracing'?)", "ConfigMap",
-         "istio", namespace="istio-system", bug_whose=BUG_CONFIGMAP_NAMESPACE),
+         "istio", namespace="istio-system"),
     Case("meshconfig-configmap-embedded-yaml-syntax", """
         apiVersion: v1
         kind: ConfigMap
@@ -1535,7 +1510,7 @@ CASES: list[Case] = [
           mesh: |-
             accessLogFile: /dev/stdout
             defaultConfig: {discoveryAddress: istiod.istio-system.svc: 15012}  # <-
-        """, "", "YAML syntax", "", "", namespace=""),
+        """, "", "YAML syntax", "ConfigMap", "istio", namespace="istio-system"),
     Case("meshconfig-pymesh-connect-timeout-number", """
         apiVersion: pymesh/v1
         kind: MeshConfig
@@ -1574,7 +1549,7 @@ CASES: list[Case] = [
         spec:
           trustDomain: example.org
         """, "apiVersion", "unsupported apiVersion 'pymesh/v2' for MeshConfig (accepted: pymesh/v1)", "MeshConfig",
-         "mesh", namespace="", bug_whose=BUG_ENVELOPE_IDENTITY),
+         "mesh", namespace=""),
     Case("meshconfig-pymesh-retry-policy", """
         apiVersion: pymesh/v1
         kind: MeshConfig
@@ -1618,7 +1593,8 @@ def test_rejected_with_path_line_and_reason(case: Case) -> None:
     assert issue.path == case.path
     assert issue.line == case.line, f"points at line {issue.line}, expected {case.line}: {issue}"
     assert case.reason in issue.message
-    assert issue.message.strip() and "\n" not in issue.message, "the reason is one line"
+    assert issue.message.strip()
+    assert "\n" not in issue.message, "the reason is one line"
 
 
 @pytest.mark.parametrize("case", _params("bug_whose"))
@@ -1805,7 +1781,8 @@ def test_config_error_is_a_mesh_error_and_a_value_error() -> None:
     assert isinstance(err, MeshError)
     assert isinstance(err, ValueError)
     assert isinstance(err, pymesh.ConfigError)
-    assert err.errors and all(i.severity == "error" for i in err.errors)
+    assert err.errors
+    assert all(i.severity == "error" for i in err.errors)
 
 
 def test_unknown_kinds_are_skipped_with_a_warning_not_an_error() -> None:
@@ -1869,17 +1846,11 @@ def test_configmap_mesh_findings_point_at_the_file_line() -> None:
     assert (issue.path, issue.line) == ("data.mesh.trustDomain", 9)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: columns of findings inside a data.mesh block scalar are columns of the embedded text; the "
-    "block's indentation is not added back"))
 def test_configmap_mesh_findings_point_at_the_file_column() -> None:
     (issue,) = rejected(CONFIGMAP).errors
     assert issue.column == CONFIGMAP.splitlines()[8].index("on") + 1  # 18, not 14
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: a duplicate key inside data.mesh says 'first at line 1' (the line in the embedded text), not "
-    "the line of the file"))
 def test_configmap_mesh_duplicate_key_names_file_lines() -> None:
     text = CONFIGMAP.replace("trustDomain: on", "accessLogFile: /dev/null")
     (issue,) = rejected(text).errors
@@ -1887,9 +1858,6 @@ def test_configmap_mesh_duplicate_key_names_file_lines() -> None:
     assert "first at line 8" in issue.message, issue.message
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: with data.mesh written as a quoted string, a finding on its second line is placed one file "
-    "line below the string (the offset logic assumes a block scalar), past the end of this file"))
 def test_configmap_mesh_as_a_quoted_string_points_at_the_string() -> None:
     text = CONFIGMAP.split("  mesh:")[0] + '  mesh: "accessLogFile: /dev/stdout\\ntrustDomain: on"\n'
     assert text.count("\n") == 7

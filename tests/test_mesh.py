@@ -534,3 +534,17 @@ def test_repr_names_the_workload_and_generation() -> None:
     text = repr(mesh)
     assert text.startswith("<pymesh.Mesh pymesh.Workload(shop/web")
     assert f"generation={mesh.snapshot.generation}" in text
+
+
+def test_the_benchmark_config_loads_cleanly(tmp_path: Path) -> None:
+    # benchmarks/load_config.py measures this config; it must stay valid and warning-free.
+    from benchmarks.load_config import generate
+
+    generated = generate(tmp_path, 12)
+    mesh = Mesh.from_path(tmp_path)
+    assert generated["documents"] == len(mesh.config.resources) == 36
+    assert mesh.warnings == ()
+    assert len(mesh.snapshot.routes) == len(mesh.snapshot.registry) == 12
+    cluster = mesh.snapshot.clusters.get("svc-00003.team-03" + SVC, "v2", 8080)
+    assert [e.address for e in cluster.endpoints] == ["10.0.3.2"]
+    assert cluster.policy.load_balancer.simple == "ROUND_ROBIN"  # the subset's, over the rule's LEAST_REQUEST

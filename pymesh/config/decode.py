@@ -101,20 +101,24 @@ def render_path(path: Path) -> str:
 class Report:
     """The findings for one document, with what identifies it."""
 
-    __slots__ = ("column", "file", "index", "issues", "kind", "line_offset", "name", "namespace")
+    __slots__ = ("column_offset", "file", "index", "issues", "kind", "line_offset", "name", "namespace", "pin")
 
-    def __init__(self, file: str, index: int | None, line_offset: int = 0) -> None:
+    def __init__(self, file: str, index: int | None, line_offset: int = 0, column_offset: int = 0) -> None:
         self.file = file
         self.index = index
         self.line_offset = line_offset
+        self.column_offset = column_offset  # for text embedded in an indented block scalar
+        self.pin: yaml.Mark | None = None  # report every finding here (text embedded in a quoted string)
         self.kind = ""
         self.namespace = ""
         self.name = ""
-        self.column = 0
         self.issues: list[Issue] = []
 
     def add(self, severity: Severity, path: Path, node: yaml.Node | None, message: str) -> None:
         mark = None if node is None else node.start_mark
+        line_offset, column_offset = self.line_offset, self.column_offset
+        if self.pin is not None:
+            mark, line_offset, column_offset = self.pin, 0, 0
         self.issues.append(
             Issue(
                 severity=severity,
@@ -125,8 +129,8 @@ class Report:
                 namespace=self.namespace,
                 name=self.name,
                 path=render_path(path),
-                line=None if mark is None else mark.line + 1 + self.line_offset,
-                column=None if mark is None else mark.column + 1,
+                line=None if mark is None else mark.line + 1 + line_offset,
+                column=None if mark is None else mark.column + 1 + column_offset,
             )
         )
 
@@ -268,7 +272,8 @@ def _decode_int(node: yaml.Node, report: Report, path: Path) -> Any:
         if _DECIMAL_INT.fullmatch(node.value):
             return int(node.value)
         report.add("error", path, node,
-                   f"{node.value} is not a plain decimal integer (YAML 1.1 reads a leading 0 as octal)")
+                   f"{node.value} is not a plain decimal integer (no leading 0, hex, base-60 or '_'; "
+                   "YAML 1.1 would read it as another number)")
         return INVALID
     report.add("error", path, node, f"expected an integer, got {_describe(node)}")
     return INVALID
@@ -299,7 +304,13 @@ def to_python(node: yaml.Node) -> Any:
 
 
 def _decode_json(node: yaml.Node, report: Report, path: Path) -> Any:
-    return to_python(node)
+    try:
+        return to_python(node)
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+        # An explicit tag the safe constructor refuses or cannot read (!foo, !!int abc).
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        report.add("error", path, node, f"cannot read this value: {first}")
+        return INVALID
 
 
 def _literal(choices: tuple[str, ...]) -> Decoder:

@@ -20,7 +20,7 @@ from pymesh.config.decode import INVALID, Checker, Report, decode, is_null
 from pymesh.config.kinds import IGNORED_KINDS, MESH_CONFIG, lookup
 from pymesh.config.meshconfig import MeshConfig
 from pymesh.config.resource import KindSpec, ObjectMeta, Resource, Source
-from pymesh.config.source import Document, Limits, discover, read_file, read_text
+from pymesh.config.source import Document, Limits, discover, peek_identity, read_file, read_text
 from pymesh.config.types import check_dns_label
 from pymesh.errors import ConfigError, Issue
 
@@ -100,6 +100,8 @@ def load(
         documents.extend(docs)
         issues.extend(problems)
         files.append(str(path))
+    # Findings from the reader name a document's kind and name but not the default namespace.
+    issues = [replace(i, namespace=namespace) if i.kind and not i.namespace else i for i in issues]
 
     loaded: list[_Loaded] = []
     mesh_configs: list[tuple[MeshConfig, Report]] = []
@@ -184,13 +186,15 @@ def _decode_document(
         return out  # an empty mapping, like an empty document, is nothing to apply
     api_version, av_node = _scalar(node, "apiVersion")
     kind, kind_node = _scalar(node, "kind")
+    # Name the document in every finding, even those about its envelope.
+    report.kind, given_ns, report.name = peek_identity(node)
+    report.namespace = given_ns or namespace
     if api_version is None or kind is None:
         for name, value, vnode in (("apiVersion", api_version, av_node), ("kind", kind, kind_node)):
             if value is None:
                 report.add("error", (name,), vnode or node, f"missing {name}")
         issues.extend(report.issues)
         return out
-    report.kind = kind
     group, _, version = api_version.rpartition("/")
 
     if group == "" and kind == "ConfigMap":
@@ -204,6 +208,8 @@ def _decode_document(
         report.add("warning", ("kind",), kind_node, f"{api_version} {kind} is not acted on by pymesh; skipped{hint}")
         issues.extend(report.issues)
         return out
+    if not spec_kind.namespaced:
+        report.namespace = given_ns
     if version not in spec_kind.versions:
         accepted = ", ".join(f"{spec_kind.group}/{v}" for v in spec_kind.versions)
         report.add("error", ("apiVersion",), av_node,
@@ -265,6 +271,14 @@ def _metadata(node: yaml.MappingNode, namespace: str, spec_kind: KindSpec, repor
     return meta
 
 
+def _block_indent(text: str, line: int) -> int:
+    """Indentation of the first non-blank line at or after 0-based ``line``."""
+    for row in text.splitlines()[line:]:
+        if row.strip():
+            return len(row) - len(row.lstrip(" "))
+    return 0
+
+
 def _check_object_name(name: str) -> str | None:
     # Kubernetes object names are DNS-1123 subdomains: labels joined by dots.
     if len(name) > 253:
@@ -290,15 +304,24 @@ def _mesh_configmap(
     if mesh_text is None or mesh_node is None:
         report.add("warning", ("data",), data or node, "ConfigMap 'istio' has no data.mesh; nothing to apply")
         return []
-    # A block scalar's text starts on the line after its indicator.
     block = isinstance(mesh_node, yaml.ScalarNode) and mesh_node.style in ("|", ">")
+    # A block scalar's text starts on the line after its indicator, indented; a quoted or
+    # plain string cannot be mapped line by line, so its findings point at the string.
     offset = mesh_node.start_mark.line + (1 if block else 0) + doc.line_offset
+    indent = _block_indent(doc.text, mesh_node.start_mark.line + 1) if block else 0
     docs, problems = read_text(mesh_text, doc.file, limits, line_offset=offset)
-    issues.extend(problems)
+    if not block:
+        problems = [replace(p, line=mesh_node.start_mark.line + 1 + doc.line_offset,
+                            column=mesh_node.start_mark.column + 1) for p in problems]
+    elif indent:
+        problems = [replace(p, column=p.column + indent) if p.column is not None else p for p in problems]
+    issues.extend(replace(p, kind="ConfigMap", namespace=report.namespace, name="istio") for p in problems)
     out: list[_Loaded | tuple[MeshConfig, Report]] = []
     for inner in docs:
-        inner_report = Report(doc.file, doc.index, offset)
-        inner_report.kind, inner_report.name = "ConfigMap", "istio"
+        inner_report = Report(doc.file, doc.index, offset, indent)
+        if not block:
+            inner_report.pin = mesh_node.start_mark
+        inner_report.kind, inner_report.namespace, inner_report.name = "ConfigMap", report.namespace, "istio"
         mesh = decode(MeshConfig, inner.node, inner_report, ("data", "mesh"))
         issues.extend(inner_report.issues)
         if mesh is not INVALID and not inner_report.failed:

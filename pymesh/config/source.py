@@ -16,9 +16,10 @@ from pathlib import Path
 
 import yaml
 
+from pymesh.config.decode import render_path
 from pymesh.errors import Issue
 
-__all__ = ["Document", "Limits", "discover", "read_file", "read_text"]
+__all__ = ["Document", "Limits", "discover", "peek_identity", "read_file", "read_text"]
 
 _Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SUFFIXES = (".yaml", ".yml", ".json")
@@ -41,18 +42,42 @@ class Document:
     index: int
     node: yaml.Node
     line_offset: int = 0  # for documents embedded in a string (ConfigMap data.mesh)
+    text: str = ""  # the whole text the document was composed from (shared, not copied)
 
 
 def _issue(file: str, message: str, mark: yaml.Mark | None = None, index: int | None = None,
-           line_offset: int = 0) -> Issue:
+           line_offset: int = 0, *, path: str = "", identity: tuple[str, str, str] = ("", "", "")) -> Issue:
+    kind, namespace, name = identity
     return Issue(
         severity="error",
         message=message,
         file=file,
         document=index,
+        kind=kind,
+        namespace=namespace,
+        name=name,
+        path=path,
         line=None if mark is None else mark.line + 1 + line_offset,
         column=None if mark is None else mark.column + 1,
     )
+
+
+def _scalar_at(node: yaml.Node, *keys: str) -> str:
+    for key in keys:
+        if not isinstance(node, yaml.MappingNode):
+            return ""
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == key:
+                node = v
+                break
+        else:
+            return ""
+    return node.value if isinstance(node, yaml.ScalarNode) and node.tag != "tag:yaml.org,2002:null" else ""
+
+
+def peek_identity(node: yaml.Node) -> tuple[str, str, str]:
+    """(kind, namespace, name) as a document states them, read without decoding it."""
+    return (_scalar_at(node, "kind"), _scalar_at(node, "metadata", "namespace"), _scalar_at(node, "metadata", "name"))
 
 
 def discover(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[Issue]]:
@@ -122,6 +147,22 @@ def _quote_flow_scalar(text: str, exc: yaml.MarkedYAMLError) -> str | None:
     return text[: start.index] + '"' + scalar + '"' + text[start.index + len(scalar):]
 
 
+def _clamp(mark: yaml.Mark | None, text: str) -> yaml.Mark | None:
+    # At an unexpected end of text libyaml's mark can sit one line past the last one.
+    if mark is None:
+        return None
+    last = max(text.count("\n") - (1 if text.endswith("\n") else 0), 0)
+    if mark.line <= last:
+        return mark
+    start = text.rfind("\n", 0, len(text.rstrip("\n"))) + 1
+    return yaml.Mark(mark.name, len(text), last, len(text.rstrip("\n")) - start, None, None)
+
+
+def _position(text: str, index: int) -> yaml.Mark:
+    line = text.count("\n", 0, index)
+    return yaml.Mark("", index, line, index - (text.rfind("\n", 0, index) + 1), None, None)
+
+
 def _compose(text: str, file: str, limits: Limits, line_offset: int) -> tuple[list[Document], list[Issue], str | None]:
     docs: list[Document] = []
     issues: list[Issue] = []
@@ -129,22 +170,32 @@ def _compose(text: str, file: str, limits: Limits, line_offset: int) -> tuple[li
     try:
         for node in yaml.compose_all(text, Loader=_Loader):
             if node is not None and not _empty(node):
-                problem = _measure(node, limits)
+                problem = _measure(node, limits, line_offset)
                 if problem is not None:
-                    message, mark = problem
-                    issues.append(_issue(file, message, mark, index, line_offset))
+                    message, mark, path = problem
+                    issues.append(_issue(file, message, mark, index, line_offset, path=path,
+                                         identity=peek_identity(node)))
                 else:
-                    docs.append(Document(file, index, node, line_offset))
+                    docs.append(Document(file, index, node, line_offset, text))
             index += 1
     except yaml.MarkedYAMLError as exc:
         fixed = _quote_flow_scalar(text, exc)
         if fixed is not None:
             return [], [], fixed
-        syntax_mark = exc.problem_mark or exc.context_mark
+        syntax_mark = _clamp(exc.problem_mark or exc.context_mark, text)
         reason = " ".join(str(x) for x in (exc.context, exc.problem) if x)
         issues.append(_issue(file, f"YAML syntax: {reason}", syntax_mark, index, line_offset))
+    except yaml.reader.ReaderError as exc:
+        char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
+        where = _position(text, exc.position) if 0 <= exc.position <= len(text) else None
+        issues.append(_issue(file, f"YAML syntax: the character #x{char:04x} is not allowed in YAML text",
+                             where, index, line_offset))
+    except UnicodeError:
+        issues.append(_issue(file, "text holds characters that are not valid Unicode (a lone surrogate?)",
+                             None, index, line_offset))
     except (yaml.YAMLError, RecursionError) as exc:
-        issues.append(_issue(file, f"YAML syntax: {exc}", None, index, line_offset))
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        issues.append(_issue(file, f"YAML syntax: {first}", None, index, line_offset))
     return docs, issues, None
 
 
@@ -154,8 +205,11 @@ def _empty(node: yaml.Node) -> bool:
     return null and node.value in ("", "~", "null")
 
 
-def _measure(root: yaml.Node, limits: Limits) -> tuple[str, yaml.Mark] | None:
-    """Check size after alias expansion, depth and duplicate keys, without expanding."""
+def _measure(root: yaml.Node, limits: Limits, line_offset: int = 0) -> tuple[str, yaml.Mark, str] | None:
+    """Check size after alias expansion, depth and duplicate keys, without expanding.
+
+    Returns (reason, mark, field path) for the first problem found.
+    """
     sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded nodes, height)
     active: set[int] = set()
 
@@ -177,8 +231,9 @@ def _measure(root: yaml.Node, limits: Limits) -> tuple[str, yaml.Mark] | None:
             for k, v in node.value:
                 if isinstance(k, yaml.ScalarNode):
                     if k.value in seen and k.tag != "tag:yaml.org,2002:merge":
-                        line = seen[k.value].start_mark.line + 1
-                        raise _Refused(f"duplicate key {k.value!r} (first at line {line})", k.start_mark)
+                        line = seen[k.value].start_mark.line + 1 + line_offset
+                        raise _Refused(f"duplicate key {k.value!r} (first at line {line})", k.start_mark,
+                                       _path_to(root, k))
                     seen[k.value] = k
                 for child in (k, v):
                     n, h = walk(child, depth + 1)
@@ -201,11 +256,35 @@ def _measure(root: yaml.Node, limits: Limits) -> tuple[str, yaml.Mark] | None:
     try:
         walk(root, 0)
     except _Refused as refused:
-        return refused.message, refused.mark
+        return refused.message, refused.mark, refused.path
     return None
 
 
+def _path_to(root: yaml.Node, target: yaml.Node) -> str:
+    """The field path of a mapping key (duplicates are found before any path is tracked)."""
+    def search(node: yaml.Node, path: tuple[str | int, ...], depth: int) -> tuple[str | int, ...] | None:
+        if depth > 64:
+            return None
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k is target:
+                    return (*path, k.value)
+                found = search(v, (*path, str(k.value)), depth + 1)
+                if found is not None:
+                    return found
+        elif isinstance(node, yaml.SequenceNode):
+            for i, child in enumerate(node.value):
+                found = search(child, (*path, i), depth + 1)
+                if found is not None:
+                    return found
+        return None
+
+    found = search(root, (), 0)
+    return render_path(found) if found else ""
+
+
 class _Refused(Exception):
-    def __init__(self, message: str, mark: yaml.Mark) -> None:
+    def __init__(self, message: str, mark: yaml.Mark, path: str = "") -> None:
         self.message = message
         self.mark = mark
+        self.path = path

@@ -45,6 +45,7 @@ from pymesh.outbound.hashing import (
     HashPolicy,
     MaglevTable,
     RingHashTable,
+    SetCookie,
     hash64,
 )
 from pymesh.outbound.locality import Group, effective_setting, layout
@@ -54,6 +55,8 @@ __all__ = [
     "DEFAULT_PANIC_THRESHOLD",
     "Algorithm",
     "Balancer",
+    "HashPolicy",
+    "SetCookie",
     "Warmup",
     "make_balancer",
 ]
@@ -88,6 +91,7 @@ class Warmup:
 @dataclass(frozen=True, slots=True)
 class _Level:
     members: tuple[int, ...]
+    member_set: frozenset[int]
     groups: tuple[Group, ...]
     equal: bool  # every member has the same endpoint weight
     cumulative: tuple[float, ...]  # running sum of member weights (RANDOM)
@@ -177,7 +181,8 @@ def make_balancer(
     for groups in lay.levels:
         members = tuple(i for g in groups for i in g.members)
         weights = [float(eps[i].weight) for i in members]
-        levels.append(_Level(members, groups, len(set(weights)) <= 1, tuple(itertools.accumulate(weights))))
+        levels.append(_Level(members, frozenset(members), groups, len(set(weights)) <= 1,
+                             tuple(itertools.accumulate(weights))))
     keys = _host_keys(eps)
     tables: tuple[_Table, ...] | None = None
     ch = settings.consistent_hash if settings is not None else None
@@ -217,9 +222,9 @@ class Balancer:
     """Runtime load-balancing state for one cluster; built by ``make_balancer``, shared by all callers."""
 
     __slots__ = (
-        "_active", "_clock", "_counters", "_current", "_join_times", "_joined", "_levels", "_lock", "_rng", "_tables",
-        "_warm_until", "_warmup", "algorithm", "endpoints", "hash_policy", "locality_weighted",
-        "panic_threshold", "priorities",
+        "_active", "_clock", "_counters", "_current", "_cycles", "_join_times", "_joined", "_levels", "_lock",
+        "_rng", "_tables", "_warm_until", "_warmup", "_weight", "algorithm", "endpoints", "hash_policy",
+        "locality_weighted", "panic_threshold", "priorities",
     )
 
     def __init__(
@@ -252,17 +257,28 @@ class Balancer:
         self._joined = dict(joined)
         self._warm_until = max(joined.values(), default=0.0) + warmup.window if warmup is not None else 0.0
         self._join_times = [joined.get(k, 0.0) for k in _host_keys(endpoints)] if warmup is not None else []
+        self._weight = tuple(float(ep.weight) for ep in endpoints)
         self._rng = rng
         self._clock = clock
         self._lock = threading.Lock()
         self._active = [0] * len(endpoints)
         # Sources: a whole level (group -1) or one locality of it; each keeps its own RR position,
         # started at a random offset as Envoy seeds its schedulers, so clients do not move in step.
+        # A weighted round-robin source with all its endpoints healthy repeats one smooth cycle:
+        # it is computed here so such picks are an index (lock-free), as Envoy's EDF is O(log n).
         self._counters: dict[tuple[int, int], itertools.count[int]] = {}
         self._current: dict[tuple[int, int], list[float]] = {}
+        self._cycles: dict[tuple[int, int], tuple[int, ...]] = {}
         for n, lvl in enumerate(levels):
             for g in range(-1, len(lvl.groups)):
-                self._counters[n, g] = itertools.count(rng.randrange(max(len(lvl.members), 1)))
+                members = lvl.members if g < 0 else lvl.groups[g].members
+                period = len(members)
+                if algorithm == "ROUND_ROBIN" and not _equal(self._weight, members):
+                    cycle = _smooth_cycle(members, [endpoints[i].weight for i in members])
+                    if cycle:
+                        self._cycles[n, g] = cycle
+                        period = len(cycle)
+                self._counters[n, g] = itertools.count(rng.randrange(max(period, 1)))
                 self._current[n, g] = [0.0] * len(endpoints)
             self._current[n, -2] = [0.0] * len(lvl.groups)  # locality choice
 
@@ -317,23 +333,27 @@ class Balancer:
             h = hash64(hash_key) if hash_key is not None else self._rng.getrandbits(64)
         ok: frozenset[int] | None = None
         level, panic = 0, False
-        if healthy is not None or (retry_remote_localities and exclude):
-            if healthy is not None:
-                ok = frozenset(i for i in range(len(self.endpoints)) if healthy(i))
-            skip = {p for i in exclude if (p := self.priorities[i]) is not None} if retry_remote_localities else set()
+        if healthy is not None:
+            ok = frozenset(filter(healthy, range(len(self.endpoints))))
+        if ok is not None or (retry_remote_localities and exclude):
+            skip = {p for i in exclude if (p := self.priorities[i]) is not None} if retry_remote_localities else None
             level, panic = self._choose_level(ok, h if tables is not None else self._rng.getrandbits(32), skip)
-        if panic:
-            ok = None
+            if panic:
+                ok = None
         if tables is not None:
             return self._walk(tables[level], levels[level], h, ok, exclude)
         return self._pick_in_level(level, ok, exclude)
 
     # -- priorities and panic (Envoy's LoadBalancerBase) ------------------------------------------
 
-    def _choose_level(self, ok: frozenset[int] | None, roll: int, skip: set[int]) -> tuple[int, bool]:
+    def _choose_level(self, ok: frozenset[int] | None, roll: int, skip: set[int] | None) -> tuple[int, bool]:
         levels = self._levels
+        threshold = self.panic_threshold
         counts = [len(lvl.members) for lvl in levels]
-        up = counts if ok is None else [sum(1 for i in lvl.members if i in ok) for lvl in levels]
+        up = counts if ok is None else [len(ok & lvl.member_set) for lvl in levels]
+        if len(levels) == 1:  # the usual case: no priorities to spill between, only panic to decide
+            only = min(100, _OVERPROVISIONING * up[0] // counts[0])
+            return 0, only < 100 and 100.0 * up[0] / counts[0] < threshold
         health = [min(100, _OVERPROVISIONING * u // c) for u, c in zip(up, counts, strict=True)]
         real_total = min(100, sum(health))
         if skip and any(h for n, h in enumerate(health) if n not in skip):
@@ -348,7 +368,6 @@ class Balancer:
                 load[n] = min(remaining, h * 100 // total)
                 remaining -= load[n]
             load[next(n for n, h in enumerate(health) if h > 0)] += remaining
-        threshold = self.panic_threshold
         if real_total == 100 or (threshold <= 0 and total == 0):
             panics = [False] * len(levels)
         else:
@@ -370,20 +389,21 @@ class Balancer:
     def _pick_in_level(self, level: int, ok: frozenset[int] | None, exclude: Collection[int]) -> int | None:
         lvl = self._levels[level]
         group = -1
-        pool: Sequence[int] = lvl.members
+        source: Sequence[int] = lvl.members
         if self.locality_weighted and len(lvl.groups) > 1:
             group = self._choose_locality(level, lvl, ok)
             if group >= 0:
-                pool = lvl.groups[group].members
-        if ok is not None:
-            pool = [i for i in pool if i in ok]
+                source = lvl.groups[group].members
+        pool = source
+        if ok is not None and not ok.issuperset(source):
+            pool = [i for i in source if i in ok]
         if exclude:
             fresh = [i for i in pool if i not in exclude]
             if not fresh and group >= 0:  # this locality is used up: the rest of the level, then back
                 wider = [i for i in lvl.members if (ok is None or i in ok) and i not in exclude]
                 if wider:
                     fresh, group = wider, -1
-            if fresh:
+            if fresh and len(fresh) < len(pool):
                 pool = fresh
         if not pool:
             return None
@@ -394,10 +414,13 @@ class Balancer:
         warming = self._warmup is not None and self._clock() < self._warm_until
         if algorithm == "RANDOM":
             return self._random(lvl, pool)
-        equal = (lvl.equal or _equal(self.endpoints, pool)) and not warming
+        equal = (lvl.equal or _equal(self._weight, pool)) and not warming
         if algorithm == "ROUND_ROBIN":
             if equal:
                 return pool[next(self._counters[key]) % len(pool)]
+            cycle = self._cycles.get(key) if pool is source and not warming else None
+            if cycle:
+                return cycle[next(self._counters[key]) % len(cycle)]
             return self._smooth(key, pool, self._weights(pool, warming, 0.0))
         # LEAST_REQUEST
         if equal:
@@ -421,8 +444,8 @@ class Balancer:
         return self._smooth((level, -2), live, [weights[n] for n in live])
 
     def _weights(self, pool: Sequence[int], warming: bool, bias: float) -> list[float]:
-        eps = self.endpoints
-        out = [float(eps[i].weight) for i in pool]
+        weight = self._weight
+        out = [weight[i] for i in pool]
         if bias:
             active = self._active
             out = [w / (active[i] + 1) ** bias for w, i in zip(out, pool, strict=True)]
@@ -465,8 +488,8 @@ class Balancer:
         if pool is lvl.members:
             cumulative: Sequence[float] = lvl.cumulative
         else:
-            eps = self.endpoints
-            cumulative = list(itertools.accumulate(float(eps[i].weight) for i in pool))
+            weight = self._weight
+            cumulative = list(itertools.accumulate(weight[i] for i in pool))
         point = self._rng.random() * cumulative[-1]
         return pool[min(bisect.bisect_right(cumulative, point), len(pool) - 1)]
 
@@ -474,6 +497,12 @@ class Balancer:
 
     def _walk(self, table: _Table, lvl: _Level, h: int, ok: frozenset[int] | None,
               exclude: Collection[int]) -> int | None:
+        owner = table.owner(h)
+        if owner < 0:
+            return None
+        if (ok is None or owner in ok) and (not exclude or owner not in exclude):
+            return owner
+        # walk on: past unhealthy endpoints, and past excluded ones while another qualifies
         eligible = lvl.members if ok is None else [i for i in lvl.members if i in ok]
         if not eligible:
             return None
@@ -487,6 +516,24 @@ class Balancer:
         return None  # not reached: every eligible endpoint has a slot
 
 
-def _equal(eps: tuple[Endpoint, ...], pool: Sequence[int]) -> bool:
-    first = eps[pool[0]].weight
-    return all(eps[i].weight == first for i in pool)
+def _smooth_cycle(members: Sequence[int], weights: Sequence[int], limit: int = 1 << 18) -> tuple[int, ...]:
+    """One period of smooth weighted round robin from a zero state (empty when too long to keep)."""
+    total = sum(weights)
+    if total * len(members) > limit:
+        return ()
+    current = [0] * len(members)
+    out = []
+    for _ in range(total):
+        best = 0
+        for k, w in enumerate(weights):
+            current[k] += w
+            if current[k] > current[best]:
+                best = k
+        current[best] -= total
+        out.append(members[best])
+    return tuple(out)
+
+
+def _equal(weight: tuple[float, ...], pool: Sequence[int]) -> bool:
+    first = weight[pool[0]]
+    return all(weight[i] == first for i in pool)

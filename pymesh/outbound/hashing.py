@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import math
 import random
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
@@ -42,12 +43,14 @@ DEFAULT_MAX_RING_SIZE = 8 * 1024 * 1024  # Envoy RingHashLbConfig.maximum_ring_s
 DEFAULT_MAGLEV_TABLE_SIZE = 65537  # Envoy MaglevLbConfig.table_size
 
 _MASK64 = (1 << 64) - 1
+_U64 = struct.Struct("<Q").unpack
 _DEFAULT_RNG = random.Random()  # noqa: S311 -- cookie values pin a session; they are not secrets
 
 
 def hash64(data: bytes) -> int:
     """A stable 64-bit hash (BLAKE2b, 8-byte digest); stands in for Envoy's xxHash64."""
-    return int.from_bytes(blake2b(data, digest_size=8).digest(), "little")
+    value: int = _U64(blake2b(data, digest_size=8).digest())[0]
+    return value
 
 
 # -- hash policies --------------------------------------------------------------------------------
@@ -180,6 +183,14 @@ class RingHashTable:
         """How many points ``host`` has (for tests and ``explain``)."""
         return self._hosts.count(host)
 
+    def owner(self, h: int) -> int:
+        """The host owning the first point at or after ``h`` (wrapping); -1 for an empty ring."""
+        hosts = self._hosts
+        if not hosts:
+            return -1
+        i = bisect.bisect_left(self._hashes, h & _MASK64)
+        return hosts[i if i < len(hosts) else 0]
+
     def walk(self, h: int) -> Iterator[int]:
         """Hosts clockwise from ``h``: the owner first, then the next points' owners (each point once)."""
         hosts = self._hosts
@@ -250,6 +261,11 @@ class MaglevTable:
 
     def share(self, host: int) -> int:
         return self._table.count(host)
+
+    def owner(self, h: int) -> int:
+        """The host in slot ``h % size``; -1 for an empty table."""
+        table = self._table
+        return table[(h & _MASK64) % len(table)] if table else -1
 
     def walk(self, h: int) -> Iterator[int]:
         """The slot's owner, then the owners of the following slots (a stand-in for Envoy's rehash on retry)."""

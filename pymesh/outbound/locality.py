@@ -14,6 +14,11 @@ rewrites them before Envoy sees them:
   regions a ``failover`` entry for the client's region does not name). Priorities are then
   compacted to 0..N. Locality weighting is on when ``failover`` or ``failoverPriority`` is set.
 - without failover every endpoint is priority 0 and localities are not weighted.
+- ``zoneAwareLbSetting`` (the newer message): regions bucketed 0 same, 1 the ``failover``
+  target, 2 others, after any ``failoverPriority``; failover is forced (no outlier detection
+  needed). Envoy's zone-aware routing inside the client's region needs the client's own
+  cluster membership, which an in-process client does not have, so the region's zones are
+  balanced as one level.
 
 Envoy then spills traffic between priorities by health (``balancer.py``).
 """

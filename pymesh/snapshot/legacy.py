@@ -27,8 +27,8 @@ namespace (``istio-system``).
 Where the current model cannot say what Istio 1.x did, the translation picks the safer side
 and warns: a ServiceRole ``services`` pattern other than ``*``, a full service name or a
 namespace-wide ``*.<ns>.svc.cluster.local``, a wildcard ``destination.labels`` value and
-``destination.user`` skip the rule (grant less); a namespace-wide policy in the root
-namespace (which would become mesh-wide) is left out; unsupported constraint keys are
+``destination.user`` skip the rule (grant less); a grant in the root namespace not limited
+to named services (which would become mesh-wide) is left out; unsupported constraint keys are
 ignored and unsupported subject properties match nobody, both as Istio 1.1 did. Ties
 between policies Istio 1.1 resolved in store order are resolved by name.
 """
@@ -480,6 +480,9 @@ def _targeted_peers(policies: list[Resource[Any]], modes: Mapping[int, MtlsMode]
             port_level_mtls=port_level,
         )
         first = contributors[0]
+        if first.namespace == out.root:
+            out.warn(first, f"target {service}: a PeerAuthentication with a selector in the root namespace is "
+                            "ignored (as istiod ignores it), so this service-level mTLS setting has no effect")
         out.emit("PeerAuthentication", spec, first, f"{first.name}.{service}", first.namespace, contributors)
 
 
@@ -695,9 +698,10 @@ def _role_rule(
         selector = WorkloadSelector(match_labels=dict(labels)) if labels is not None else None
         policy = AuthorizationPolicy(selector=selector, target_refs=tuple(_service_ref(r) for r in refs), rules=rules)
         name = f"{binding.name}.rule-{index}" + (f"-{j}" if len(variants) > 1 else "")
-        if namespace == out.root and not refs and not labels:
-            out.warn(binding, f"{where}: a namespace-wide grant in the root namespace would apply to the whole "
-                              "mesh once translated; it is left out")
+        if namespace == out.root and (labels is not None or not refs):
+            # In the root namespace a policy without targetRefs applies in every namespace.
+            out.warn(binding, f"{where}: a grant in the root namespace that is not limited to named services "
+                              "would apply to the whole mesh once translated; it is left out")
             continue
         out.emit("AuthorizationPolicy", policy, binding, name, namespace, sources, dry_run=dry_run)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 import random
 import textwrap
 import threading
@@ -254,7 +256,7 @@ def two_levels(n0: int, n1: int, settings: LoadBalancerSettings = RR, **kw: Any)
 def test_priority_spillover_by_health() -> None:
     b = two_levels(10, 10)
     assert b.priorities == (0,) * 10 + (1,) * 10
-    assert all(i < 10 for i in counts(b, 200, healthy=lambda i: True))
+    assert all(i is not None and i < 10 for i in counts(b, 200, healthy=lambda i: True))
     # 8 of 10 healthy: 8 x 1.4 = 112% -> still takes all the traffic
     assert all(i is not None and i < 10 for i in counts(b, 400, healthy=lambda i: i not in (0, 1)))
     # 5 of 10 healthy: health 70 -> 70% stays, 30% spills to the next level
@@ -502,7 +504,7 @@ def test_cookie_policy_from_yaml() -> None:
     assert b.hash_policy is not None
     key, set_cookie = b.hash_policy.key(request())
     assert set_cookie is not None
-    assert set_cookie.header_value().startswith('user="') and "Max-Age=10; Path=/; HttpOnly" in set_cookie.header_value()
+    assert set_cookie.header_value() == f'user="{set_cookie.value}"; Max-Age=10; Path=/; HttpOnly'
     assert b.pick(hash_key=key) == b.pick(hash_key=key)
 
 
@@ -516,7 +518,8 @@ def test_hash_is_stable_across_instances_and_endpoint_order(settings: LoadBalanc
     c = make_balancer(settings, shuffled, rng=random.Random(3))
     for k in keys(500):
         ia, ib, ic = a.pick(hash_key=k), b.pick(hash_key=k), c.pick(hash_key=k)
-        assert ia is not None and ib is not None and ic is not None
+        assert ia is not None
+        assert ic is not None
         assert ia == ib
         assert a.endpoints[ia].address == c.endpoints[ic].address
     # and the keys spread over every endpoint
@@ -524,23 +527,31 @@ def test_hash_is_stable_across_instances_and_endpoint_order(settings: LoadBalanc
 
 
 @pytest.mark.parametrize("settings", [RING, MAGLEV])
-@pytest.mark.parametrize("n", [5, 10, 20])
+@pytest.mark.parametrize("n", [5, 10, 20, 50])
 def test_adding_an_endpoint_moves_about_one_in_n_plus_one(settings: LoadBalancerSettings, n: int) -> None:
     endpoints = eps(n + 1)
     before = make_balancer(settings, endpoints[:n])
     after = make_balancer(settings, endpoints)
-    moved = to_new = 0
     sample = keys(2000)
+    moved = to_new = 0
     for k in sample:
         old, new = before.pick(hash_key=k), after.pick(hash_key=k)
         if old != new:
             moved += 1
             to_new += new == n
     ideal = 1 / (n + 1)
-    # the newcomer takes its share; Envoy's ring also re-scales every host's point count with n
-    # (ceil(1024 / n) points each), so a few more keys change hands among the old hosts
-    assert abs(to_new / len(sample) - ideal) < ideal * 0.5
-    assert 0.5 * ideal < moved / len(sample) < 2.0 * ideal
+    # the newcomer takes its fair share, and (almost) only keys going to it move
+    assert abs(to_new / len(sample) - ideal) < ideal * 0.3
+    if settings is MAGLEV:
+        assert moved / len(sample) < 1.3 * ideal
+    else:
+        # Envoy's ring gives each host ceil(1024 / n) points, so growing n also drops each old
+        # host's highest-numbered points (none for 50 -> 51: 21 points either way); keys on those
+        # points move to their clockwise neighbour. The bound is the newcomer's share plus them.
+        dropped = 1 - math.ceil(1024 / (n + 1)) / math.ceil(1024 / n)
+        assert moved / len(sample) < 1.2 * (ideal + dropped)
+        if not dropped:
+            assert moved == to_new
 
 
 @pytest.mark.parametrize("settings", [RING, MAGLEV])
@@ -576,8 +587,8 @@ def test_ring_size_and_weights() -> None:
     assert (weighted.share(0), weighted.share(1)) == (25, 75)  # the lightest gets ceil(0.25 x 100)
     uncapped = RingHashTable(range(2), ["a", "b"], [1.0, 1000.0], min_size=1024)
     assert len(uncapped) == 2002  # ceil(1024 / 1001) = 2 points for the light host, scaled up
-    capped = RingHashTable(range(2), ["a", "b"], [1.0, 1000.0], min_size=1024, max_size=1500)
-    assert len(capped) == 1500
+    capped = RingHashTable(range(2), ["a", "b"], [1.0, 1023.0], min_size=256, max_size=512)
+    assert (capped.share(0), capped.share(1)) == (1, 511)  # 1024 needed for a whole point each, capped at 512
     with pytest.raises(ValueError, match="minimum_ring_size"):
         RingHashTable([0], ["a"], [1.0], min_size=10, max_size=5)
     b = make_balancer(LoadBalancerSettings(consistent_hash=ConsistentHashLB(
@@ -659,3 +670,23 @@ def test_threads_leave_no_active_requests(settings: LoadBalancerSettings, weight
 def test_repeated_addresses_are_distinct_hosts(settings: LoadBalancerSettings) -> None:
     b = make_balancer(settings, [ep("10.0.0.1"), ep("10.0.0.1"), ep("10.0.0.2")])
     assert {b.pick(hash_key=k) for k in keys(300)} == {0, 1, 2}
+
+
+def test_event_loop_tasks_interleave_safely() -> None:
+    b = make_balancer(LR, eps(4), rng=random.Random(20))
+
+    async def request(n: int) -> int | None:
+        i = b.pick(exclude={n % 4})
+        assert i is not None
+        b.start(i)
+        await asyncio.sleep(0)  # other tasks pick while this request is in flight
+        busy = b.active(i)
+        b.finish(i)
+        return busy
+
+    async def main() -> list[int | None]:
+        return await asyncio.gather(*(request(n) for n in range(400)))
+
+    busy = asyncio.run(main())
+    assert max(b or 0 for b in busy) > 1  # requests really overlapped
+    assert [b.active(i) for i in range(4)] == [0, 0, 0, 0]

@@ -617,7 +617,7 @@ def test_service_patterns_and_the_root_namespace() -> None:
     assert policies["ns1/b.rule-0"].spec == AuthorizationPolicy(target_refs=svc("details", "reviews"), rules=(Rule(),))
     text = "\n".join(t.warnings)
     assert "services entry 'product*' cannot be expressed as services of namespace ns1" in text
-    assert "ServiceRoleBinding istio-system/b: rules[0]: a namespace-wide grant in the root namespace" in text
+    assert "ServiceRoleBinding istio-system/b: rules[0]: a grant in the root namespace that is not limited" in text
 
 
 def test_trigger_rule_matchers() -> None:
@@ -635,3 +635,29 @@ def test_trigger_rule_matchers() -> None:
     [jwt] = t.origins[0].origins
     assert [jwt.triggered(p) for p in ("/api/x", "/v2/x", "/api/health", "/v2", "/other#frag")] == [
         True, True, False, False, False]
+
+
+def test_root_namespace_label_grants_are_left_out() -> None:
+    t = run(RBAC_ON + textwrap.dedent("""\
+        apiVersion: rbac.istio.io/v1alpha1
+        kind: ServiceRole
+        metadata: {name: r, namespace: istio-system}
+        spec:
+          rules:
+          - services: ["ingress.istio-system.svc.cluster.local"]
+          - services: ["*"]
+            constraints: [{key: "destination.labels[app]", values: [egress]}]
+        ---
+        apiVersion: rbac.istio.io/v1alpha1
+        kind: ServiceRoleBinding
+        metadata: {name: b, namespace: istio-system}
+        spec: {roleRef: {kind: ServiceRole, name: r}, subjects: [{user: "*"}]}
+        """))
+    policies = by_name(t, "AuthorizationPolicy")
+    # a Service target in the root namespace stays in the root namespace; a selector there would not
+    assert set(policies) == {"istio-system/default.deny-by-default", "istio-system/b.rule-0"}
+    assert policies["istio-system/b.rule-0"].spec.target_refs == svc("ingress")
+    assert any("rules[1]: a grant in the root namespace" in w for w in t.warnings)
+    index = PolicyIndex(t.resources, "istio-system")
+    assert {r.name for r in index.for_workload("apps", "egress", {"app": "egress"}).authorization} == {
+        "default.deny-by-default"}
