@@ -280,6 +280,7 @@ class Comparison:
     added_p99_us: float
     added_client_cpu_us: float
     added_client_cpu_us_rounds: tuple[float, ...]
+    added_p50_us_rounds: tuple[float, ...]  # per round: subject p50 - baseline p50 of the same round
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -292,6 +293,7 @@ class Comparison:
             "added_p99_us": round(self.added_p99_us, 2),
             "added_client_cpu_us_per_req": round(self.added_client_cpu_us, 2),
             "added_client_cpu_us_per_req_rounds": [round(x, 2) for x in self.added_client_cpu_us_rounds],
+            "added_p50_us_rounds": [round(x, 2) for x in self.added_p50_us_rounds],
         }
 
 
@@ -299,6 +301,8 @@ def compare(subject: Sequence[Round], baseline: Sequence[Round]) -> Comparison:
     s, b = aggregate(subject), aggregate(baseline)
     ratios = tuple(x.rps / y.rps for x, y in zip(subject, baseline, strict=True))
     cpu = tuple(x - y for x, y in zip(s.client_cpu_us_rounds, b.client_cpu_us_rounds, strict=True))
+    p50 = tuple((Stats.of(x.samples_ns).p50 - Stats.of(y.samples_ns).p50) / 1000
+                for x, y in zip(subject, baseline, strict=True))
     return Comparison(
         subject=s.scenario,
         baseline=b.scenario,
@@ -309,6 +313,7 @@ def compare(subject: Sequence[Round], baseline: Sequence[Round]) -> Comparison:
         added_p99_us=(s.latency.p99 - b.latency.p99) / 1000,
         added_client_cpu_us=s.client_cpu_us - b.client_cpu_us,
         added_client_cpu_us_rounds=cpu,
+        added_p50_us_rounds=p50,
     )
 
 

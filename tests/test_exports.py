@@ -98,7 +98,7 @@ def test_instance_reprs_show_pymesh() -> None:
     mesh = pymesh.Mesh.from_yaml("", workload=w)
     assert repr(mesh).startswith("<pymesh.Mesh pymesh.Workload(shop/web")
     issue = pymesh.Issue(severity="error", message="bad", file="f.yaml", line=3, column=4)
-    assert repr(issue).startswith("Issue(severity='error', message='bad'")  # a dataclass repr, evaluable in pymesh
+    assert repr(issue).startswith("Issue(severity='error', message='bad'")  # the dataclass repr
     assert str(issue) == "f.yaml:3:4: bad"
     err = pymesh.ConfigError([issue])
     assert "f.yaml:3:4: bad" in str(err)

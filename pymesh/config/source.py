@@ -155,12 +155,12 @@ def _clamp(mark: yaml.Mark | None, text: str) -> yaml.Mark | None:
     if mark.line <= last:
         return mark
     start = text.rfind("\n", 0, len(text.rstrip("\n"))) + 1
-    return yaml.Mark(mark.name, len(text), last, len(text.rstrip("\n")) - start, None, None)
+    return yaml.Mark(mark.name, len(text), last, len(text.rstrip("\n")) - start, None, 0)
 
 
 def _position(text: str, index: int) -> yaml.Mark:
     line = text.count("\n", 0, index)
-    return yaml.Mark("", index, line, index - (text.rfind("\n", 0, index) + 1), None, None)
+    return yaml.Mark("", index, line, index - (text.rfind("\n", 0, index) + 1), None, 0)
 
 
 def _compose(text: str, file: str, limits: Limits, line_offset: int) -> tuple[list[Document], list[Issue], str | None]:

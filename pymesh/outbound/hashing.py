@@ -79,7 +79,7 @@ class SetCookie:
         return "; ".join(out)
 
 
-HashSource = Literal["header", "cookie", "source_ip", "query"]
+HashSource = Literal["header", "cookie", "source_ip", "query", "none"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +104,9 @@ class HashPolicy:
             return cls("cookie", cookie.name, cookie.path, ttl, attrs)
         if ch.http_query_parameter_name:
             return cls("query", ch.http_query_parameter_name)
-        # useSourceIp, or no key at all (validation requires one; source IP is the harmless reading)
-        return cls("source_ip")
+        if ch.use_source_ip:
+            return cls("source_ip")
+        return cls("none")  # no key: Istio writes no hash policy, so every request hashes at random
 
     def key(self, info: RequestInfo, *, rng: random.Random | None = None) -> tuple[bytes | None, SetCookie | None]:
         """The bytes to hash for this request (None: no key, so Envoy picks at random) and a cookie to set.
@@ -132,7 +133,9 @@ class HashPolicy:
         if source == "query":
             param = info.query.get(self.name)
             return (None if param is None else param.encode()), None
-        return (info.source_ip.encode() if info.source_ip else None), None
+        if source == "source_ip" and info.source_ip:
+            return info.source_ip.encode(), None
+        return None, None
 
 
 # -- tables ---------------------------------------------------------------------------------------

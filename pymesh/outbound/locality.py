@@ -37,7 +37,9 @@ from pymesh.config.networking.loadbalancer import (
 )
 from pymesh.snapshot.registry import Endpoint
 
-__all__ = ["Group", "Layout", "effective_setting", "layout", "lb_priority", "locality_match", "split_locality"]
+__all__ = [
+    "Group", "Layout", "Setting", "effective_setting", "layout", "lb_priority", "locality_match", "split_locality",
+]
 
 REGION_LABEL = "topology.kubernetes.io/region"
 ZONE_LABEL = "topology.kubernetes.io/zone"

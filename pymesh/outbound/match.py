@@ -49,7 +49,7 @@ def string_matcher(sm: Any, *, ignore_case: bool = False) -> ValueTest:
             return lambda v: v.lower() == folded
         return lambda v: v.lower().startswith(folded)
     if kind == "exact":
-        return value.__eq__  # type: ignore[return-value]
+        return value.__eq__
     return lambda v: v.startswith(value)
 
 
@@ -103,7 +103,7 @@ def _without_header_check(name: str, sm: Any) -> Check:
     def check(info: RequestInfo) -> bool:
         value = info.headers.get(name)
         if value is None:
-            return not presence and not test("")
+            return presence or not test("")  # absent: a presence test holds inverted; others see ""
         return not test(value)
 
     return check

@@ -47,7 +47,7 @@ class Runtime:
             return entry
         lb = cluster.policy.load_balancer
         fingerprint = (cluster.endpoints, lb, cluster.policy.outlier_detection is not None)
-        from pymesh.outbound.balancer import HashPolicy, make_balancer
+        from pymesh.outbound.balancer import make_balancer
 
         with self._lock:
             entry = self._entries.get(cluster.key)
@@ -59,7 +59,6 @@ class Runtime:
                 mesh_locality=mesh_locality, outlier_detection=cluster.policy.outlier_detection is not None,
                 rng=self.rng, clock=self.clock,
             )
-            ch = lb.consistent_hash if lb is not None else None
-            entry = _Entry(cluster, fingerprint, balancer, HashPolicy.compile(ch) if ch is not None else None)
+            entry = _Entry(cluster, fingerprint, balancer, balancer.hash_policy)
             self._entries[cluster.key] = entry
             return entry

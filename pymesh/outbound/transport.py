@@ -18,6 +18,7 @@ Steps 1-6 and 8 are ``_Planner``; only step 7 differs between the drivers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -330,7 +331,7 @@ class MeshTransport(httpx.BaseTransport):
                 return plan.local(planned, request)
             send = planned
         for shadow in plan.mirror_sends(request, info, outcome):
-            self._mirror.submit(lambda s=shadow: self._shadow(s, request))
+            self._mirror.submit(functools.partial(self._shadow, shadow, request))
         try:
             response = self._send(send, request)
         except httpx.TransportError as exc:
@@ -402,7 +403,7 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
                 return plan.local(planned, request)
             send = planned
         for shadow in plan.mirror_sends(request, info, outcome):
-            self._mirror.submit(lambda s=shadow: self._shadow(s, request))
+            self._mirror.submit(functools.partial(self._shadow, shadow, request))
         try:
             response = await self._send(send, request)
         except httpx.TransportError as exc:

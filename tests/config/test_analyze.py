@@ -32,7 +32,7 @@ def loaded(text: str, *, strict: bool = False) -> Config:
 
 
 def findings(config: Config, contains: str = "") -> list[tuple[str, str, str]]:
-    """(resource name, path, message) of the warnings that are not about the load itself."""
+    """(resource name, path, message) of the warnings whose message contains ``contains``."""
     return [
         (i.name, i.path, i.message)
         for i in config.warnings

@@ -20,6 +20,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, Protocol
 
 import httpx
@@ -120,6 +121,75 @@ def trio(_trio_servers: tuple[Upstream, Upstream, Upstream]) -> tuple[Upstream, 
         u.respond(None)
         u.reset()
     return _trio_servers
+
+
+class RawEcho:
+    """A loopback server that echoes every header line it received, repeats and order kept.
+
+    ``Upstream``'s echo folds headers into a dict (the last repeat wins), which hides what
+    ``add`` appended and whether ``remove`` ran first; this one answers
+    ``{"name", "path", "target", "headers": [[name, value], ...]}``; ``target`` is the request
+    line's target exactly as sent (``http.server`` rewrites a leading ``//`` in ``path``).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        echo_name = name
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                target = self.raw_requestline.decode("latin-1").split(" ")[1]  # http.server folds a leading //
+                payload = json.dumps({"name": echo_name, "path": self.path, "target": target,
+                                      "headers": [[k.lower(), v] for k, v in self.headers.items()]}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"raw-echo-{name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def raw_headers(response: httpx.Response) -> list[tuple[str, str]]:
+    """The header lines a ``RawEcho`` received, in order."""
+    data = json.loads(response.content)
+    return [(k, v) for k, v in data["headers"]]
+
+
+@pytest.fixture
+def raw_echo() -> Iterator[Callable[[str], RawEcho]]:
+    """``raw_echo(name)`` starts a ``RawEcho``, stopped at teardown."""
+    started: list[RawEcho] = []
+
+    def start(name: str) -> RawEcho:
+        server = RawEcho(name)
+        started.append(server)
+        return server
+
+    yield start
+    threads = [threading.Thread(target=s.stop) for s in started]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
 
 
 # -- meshes ------------------------------------------------------------------------------------

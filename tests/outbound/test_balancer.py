@@ -447,6 +447,8 @@ def test_hash_policy_sources() -> None:
     source = HashPolicy.compile(ConsistentHashLB(use_source_ip=True))
     assert source.key(request(source_ip="10.9.8.7")) == (b"10.9.8.7", None)
     assert source.key(request()) == (None, None)
+    nothing = HashPolicy.compile(ConsistentHashLB(maglev=MagLev(table_size=7)))
+    assert nothing.key(request({"x-user": "a"}, source_ip="10.9.8.7")) == (None, None)
 
 
 def test_cookie_present_absent_and_quoted() -> None:

@@ -18,7 +18,7 @@ Clocks (``Callable[[], float]``, default ``time.monotonic``) and random sources
 from __future__ import annotations
 
 from pymesh.outbound.resilience.budget import RetryBudget
-from pymesh.outbound.resilience.classify import Outcome, classify
+from pymesh.outbound.resilience.classify import Outcome, classified_headers, classify
 from pymesh.outbound.resilience.fault import FaultPolicy, FaultVerdict, decide
 from pymesh.outbound.resilience.limits import Limits, PoolLimits, RetryTicket, Ticket
 from pymesh.outbound.resilience.outlier import EjectionEvent, OutlierDetector, OutlierPolicy
@@ -41,6 +41,7 @@ __all__ = [
     "Stop",
     "Ticket",
     "Verdict",
+    "classified_headers",
     "classify",
     "decide",
 ]

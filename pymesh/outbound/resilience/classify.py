@@ -25,12 +25,14 @@ timeout: counted as gateway errors unless ``splitExternalLocalOriginErrors``) an
 maps that gRPC code to (``Grpc::Utility::grpcToHttpStatus``), as Envoy's router does.
 
 Header names are read lower-case (``headers.get("grpc-status")``); a case-insensitive mapping
-such as ``httpx.Headers`` works as well.
+such as ``httpx.Headers`` works as well, but each of its lookups scans every header, so a driver
+holding raw ``(name, value)`` byte pairs should pass ``classified_headers(raw)`` instead: one
+pass, and None (nothing to read) for the usual response.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -39,15 +41,16 @@ __all__ = [
     "LOCAL_REPLIES",
     "OVERLOADED_HEADER",
     "ErrorKind",
-    "OutlierCategory",
     "Outcome",
+    "OutlierCategory",
+    "classified_headers",
     "classify",
 ]
 
 ErrorKind = Literal["connect-failure", "reset", "refused-stream", "timeout", "overflow"]
 OutlierCategory = Literal["ok", "5xx", "gateway-error", "local-origin", "ignored"]
 
-_FLAGS: Final[Mapping[str, str]] = {
+_FLAGS: Final[Mapping[ErrorKind, str]] = {
     "connect-failure": "UF", "reset": "UC", "refused-stream": "UR", "timeout": "UT", "overflow": "UO",
 }
 _RESET = "upstream connect error or disconnect/reset before headers. reset reason: "
@@ -112,14 +115,29 @@ def classify(status: int | None, headers: Mapping[str, str] | None, error: Error
     return Outcome(status, None, "", _category(code), grpc, limited)
 
 
+def classified_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str] | None:
+    """The response headers ``classify`` reads (grpc-status, x-envoy-ratelimited) from raw pairs."""
+    found: dict[str, str] | None = None
+    for name, value in raw:
+        if len(name) in _WANTED_LENGTHS and (key := name.lower()) in _WANTED:
+            if found is None:
+                found = {}
+            found[_WANTED[key]] = value.decode("latin-1")
+    return found
+
+
+_WANTED: Final[Mapping[bytes, str]] = {b"grpc-status": "grpc-status", b"x-envoy-ratelimited": "x-envoy-ratelimited"}
+_WANTED_LENGTHS: Final = frozenset(len(name) for name in _WANTED)
+
+
 def _category(code: int) -> OutlierCategory:
     if code < 500:
         return "ok"
     return "gateway-error" if code in (502, 503, 504) else "5xx"
 
 
-_ERRORS: Final[Mapping[str, Outcome]] = {
-    kind: Outcome(None, kind, flag, "ignored" if kind == "overflow" else "local-origin")  # type: ignore[arg-type]
+_ERRORS: Final[Mapping[ErrorKind, Outcome]] = {
+    kind: Outcome(None, kind, flag, "ignored" if kind == "overflow" else "local-origin")
     for kind, flag in _FLAGS.items()
 }
 _PLAIN: Final[Mapping[int, Outcome]] = {s: Outcome(s, None, "", _category(s)) for s in range(100, 600)}
