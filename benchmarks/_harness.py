@@ -9,7 +9,8 @@
   process), another process's from ``/proc/<pid>/task/*/schedstat`` (nanoseconds), or
   ``/proc/<pid>/stat`` (clock ticks) where schedstat is missing.
 - ``per_call_ns`` times a micro-operation in batches (one clock read per batch, not per
-  call, because a clock read costs about as much as the thing being measured).
+  call, because a clock read costs about as much as the thing being measured), in
+  thread CPU time by default.
 - ``machine`` and ``write_json`` record where and how a result was produced.
 """
 
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "CLOCKS",
     "Aggregate",
     "Comparison",
     "Round",
@@ -162,12 +164,14 @@ def run_round(
     index: int = 0,
     time_cap_s: float = 10.0,
     other_cpu: Callable[[], int] | None = None,
+    collect: bool = True,
 ) -> Round:
-    """Call ``call`` ``n`` times (or until ``time_cap_s``), timing each call."""
+    """Call ``call`` ``n`` times (or until ``time_cap_s``), timing each call; ``collect``: GC first."""
     samples: list[int] = []
     append = samples.append
     clock = time.perf_counter_ns
-    gc.collect()
+    if collect:
+        gc.collect()
     nv0, ni0 = _rusage()
     other0 = other_cpu() if other_cpu is not None else None
     cpu0 = time.process_time_ns()
@@ -201,21 +205,28 @@ def interleave(
     time_cap_s: float = 10.0,
     other_cpu: Callable[[], int] | None = None,
     on_round: Callable[[Round], None] | None = None,
+    collect_each_round: bool = False,
 ) -> dict[str, list[Round]]:
     """Warm every scenario up, then run ``rounds`` rounds of each, alternating the order.
 
     Round r runs the scenarios in order when r is even and reversed when r is odd
     (A B / B A / A B ...): each scenario sees the same mix of "ran first" and "ran
-    second", and a linear drift over the run cancels out of the comparison.
+    second", and a linear drift over the run cancels out of the comparison. Many short
+    rounds beat a few long ones on a shared machine: a burst of other work then lands
+    on both scenarios of a round, and the median of the per-round comparisons ignores
+    the rounds it spoiled. The garbage collector runs once before the first round
+    (and before every round with ``collect_each_round``).
     """
     for _, call in scenarios:
         for _ in range(warmup):
             call()
+    gc.collect()
     out: dict[str, list[Round]] = {name: [] for name, _ in scenarios}
     for r in range(rounds):
         order = scenarios if r % 2 == 0 else list(reversed(scenarios))
         for name, call in order:
-            rnd = run_round(name, call, n, index=r, time_cap_s=time_cap_s, other_cpu=other_cpu)
+            rnd = run_round(name, call, n, index=r, time_cap_s=time_cap_s, other_cpu=other_cpu,
+                            collect=collect_each_round)
             out[name].append(rnd)
             if on_round is not None:
                 on_round(rnd)
@@ -294,6 +305,8 @@ class Comparison:
             "added_client_cpu_us_per_req": round(self.added_client_cpu_us, 2),
             "added_client_cpu_us_per_req_rounds": [round(x, 2) for x in self.added_client_cpu_us_rounds],
             "added_p50_us_rounds": [round(x, 2) for x in self.added_p50_us_rounds],
+            "added_p50_us_median_of_rounds": round(statistics.median(self.added_p50_us_rounds), 2),
+            "added_client_cpu_us_median_of_rounds": round(statistics.median(self.added_client_cpu_us_rounds), 2),
         }
 
 
@@ -320,9 +333,11 @@ def compare(subject: Sequence[Round], baseline: Sequence[Round]) -> Comparison:
 # -- micro-benchmarks -----------------------------------------------------------------------
 
 
-def _loop(fn: Callable[..., object], args: tuple[Any, ...], count: int) -> int:
+CLOCKS: dict[str, Callable[[], int]] = {"cpu": time.thread_time_ns, "wall": time.perf_counter_ns}
+
+
+def _loop(fn: Callable[..., object], args: tuple[Any, ...], count: int, clock: Callable[[], int]) -> int:
     """``count`` calls of ``fn(*args)``, unrolled by arity so no ``*args`` cost is measured; ns."""
-    clock = time.perf_counter_ns
     r = range(count)
     if len(args) == 0:
         t0 = clock()
@@ -361,18 +376,23 @@ def per_call_ns(
     batches: int = 100,
     time_cap_s: float = 5.0,
     warmup: int = 1000,
+    clock: str = "cpu",
 ) -> list[float]:
     """Per-call ns of each batch of ``batch`` calls; at most ``batches`` batches or ``time_cap_s``.
 
-    The garbage collector stays on (httpx and pymesh allocate on the request path; a
-    benchmark without GC would hide that cost) but is run before the first batch.
+    ``clock``: "cpu" (this thread's CPU time, ``time.thread_time_ns``) or "wall"
+    (``time.perf_counter_ns``). CPU time leaves out the slices in which other processes
+    ran, which on a shared machine is most of the noise in wall time. The garbage
+    collector stays on (httpx and pymesh allocate on the request path; a benchmark
+    without GC would hide that cost) but is run before the first batch.
     """
-    _loop(fn, args, warmup)
+    read = CLOCKS[clock]
+    _loop(fn, args, warmup, read)
     gc.collect()
     out: list[float] = []
     deadline = time.perf_counter_ns() + int(time_cap_s * 1e9)
     for _ in range(batches):
-        out.append(_loop(fn, args, batch) / batch)
+        out.append(_loop(fn, args, batch, read) / batch)
         if time.perf_counter_ns() > deadline:
             break
     return out
@@ -440,8 +460,21 @@ def machine(extra_versions: Iterable[str] = ()) -> dict[str, Any]:
         "implementation": platform.python_implementation(),
         "versions": versions,
         "git_revision": _git("rev-parse", "--short", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "git_dirty": bool(_git("status", "--porcelain")),
+        "pymesh_source_sha256": _source_digest(),
     }
+
+
+def _source_digest() -> str:
+    """A digest of pymesh's sources, to tell apart runs of an uncommitted work tree."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent.parent / "pymesh"
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def write_json(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> Path:

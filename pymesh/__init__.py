@@ -19,6 +19,7 @@ from pymesh.errors import (
     UpstreamConnectError,
 )
 from pymesh.mesh import Mesh
+from pymesh.outbound.decision import RouteDecision
 from pymesh.workload import Workload
 
 __version__ = "0.1.0"
@@ -31,6 +32,7 @@ __all__ = [
     "MeshRequestError",
     "NoHealthyUpstreamError",
     "NoRouteError",
+    "RouteDecision",
     "RouteNotFoundError",
     "UpstreamConnectError",
     "Workload",
@@ -45,6 +47,7 @@ for _cls in (
     MeshRequestError,
     NoHealthyUpstreamError,
     NoRouteError,
+    RouteDecision,
     RouteNotFoundError,
     UpstreamConnectError,
     Workload,

@@ -43,6 +43,7 @@ class Workload:
     trust_domain: str | None = None
     cert_dir: str | None = None
     locality: str = ""  # "region/zone/subzone", for locality-aware load balancing
+    address: str = ""  # this workload's IP, the "source IP" consistent hashing and policies see
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", MappingProxyType(dict(self.labels)))
@@ -62,7 +63,7 @@ class Workload:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Workload:
         """``PYMESH_WORKLOAD``, ``PYMESH_NAMESPACE``, ``PYMESH_LABELS``, ``PYMESH_SERVICE_ACCOUNT``,
-        ``PYMESH_TRUST_DOMAIN``, ``PYMESH_CERT_DIR`` and ``PYMESH_LOCALITY``."""
+        ``PYMESH_TRUST_DOMAIN``, ``PYMESH_CERT_DIR``, ``PYMESH_LOCALITY`` and ``PYMESH_ADDRESS`` (else ``POD_IP``)."""
         env = os.environ if environ is None else environ
         return cls(
             name=env.get("PYMESH_WORKLOAD", ""),
@@ -72,6 +73,7 @@ class Workload:
             trust_domain=env.get("PYMESH_TRUST_DOMAIN") or None,
             cert_dir=env.get("PYMESH_CERT_DIR") or None,
             locality=env.get("PYMESH_LOCALITY", ""),
+            address=env.get("PYMESH_ADDRESS", "") or env.get("POD_IP", ""),
         )
 
     def spiffe_id(self, trust_domain: str = "cluster.local") -> str:

@@ -39,11 +39,9 @@ def test_contract_names_are_exported() -> None:
     assert pymesh.__version__.count(".") >= 2
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: CONTRACT.md §2 promises pymesh.RouteDecision (mesh.route() returns "
-                   "one); it lives in pymesh.outbound.decision and is not exported yet")
 def test_route_decision_is_exported() -> None:
     assert "RouteDecision" in pymesh.__all__
-    assert pymesh.RouteDecision.__module__ == "pymesh"  # type: ignore[attr-defined]
+    assert pymesh.RouteDecision.__module__ == "pymesh"
 
 
 def test_nothing_public_is_missing_from_all() -> None:

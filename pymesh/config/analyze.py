@@ -7,7 +7,7 @@ what will happen at request time. ``pymesh validate --strict`` turns them into e
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from pymesh.config.decode import Checker
@@ -50,28 +50,45 @@ def _destinations(vs: Any) -> Iterator[tuple[tuple[str | int, ...], Any]]:
                 yield ("spec", kind, i, "route", j, "destination"), dest.destination
 
 
+class _HostIndex:
+    """Exact names by dict, wildcards scanned: linear in destinations, not quadratic."""
+
+    def __init__(self) -> None:
+        self.exact: dict[str, set[str]] = defaultdict(set)
+        self.wild: dict[str, set[str]] = defaultdict(set)
+
+    def add(self, host: str, values: Iterable[str] = ()) -> None:
+        (self.wild if host.startswith("*") else self.exact)[host].update(values)
+
+    def covers(self, host: str) -> bool:
+        return host in self.exact or any(matches(w, host) for w in self.wild)
+
+    def values(self, host: str) -> set[str]:
+        found = set(self.exact.get(host, ()))
+        for w, vals in self.wild.items():
+            if matches(w, host):
+                found |= vals
+        return found
+
+
 def _subsets(by_kind: dict[str, list[Item]]) -> None:
-    subsets: dict[str, set[str]] = defaultdict(set)
-    dr_hosts: list[str] = []
+    subsets = _HostIndex()
     for res, _ in by_kind["DestinationRule"]:
-        host = fqdn(res.spec.host, res.namespace)
-        dr_hosts.append(host)
-        subsets[host].update(s.name for s in res.spec.subsets)
-    served: list[str] = []
+        subsets.add(fqdn(res.spec.host, res.namespace), (s.name for s in res.spec.subsets))
+    served = _HostIndex()
     for res, _ in by_kind["ServiceEntry"]:
-        served.extend(fqdn(h, res.namespace) for h in res.spec.hosts)
+        for h in res.spec.hosts:
+            served.add(fqdn(h, res.namespace))
     for res, check in by_kind["VirtualService"]:
         for path, dest in _destinations(res.spec):
             host = fqdn(dest.host, res.namespace)
-            if dest.subset:
-                known = set().union(*(subsets[h] for h in dr_hosts if matches(h, host)))
-                if dest.subset not in known:
-                    check.warn(
-                        f"subset {dest.subset!r} of host {dest.host!r} is not defined by any DestinationRule; "
-                        "requests routed there get 503 (no cluster)",
-                        *path, "subset",
-                    )
-            if ".svc." not in host and not any(matches(s, host) for s in served):
+            if dest.subset and dest.subset not in subsets.values(host):
+                check.warn(
+                    f"subset {dest.subset!r} of host {dest.host!r} is not defined by any DestinationRule; "
+                    "requests routed there get 503 (no cluster)",
+                    *path, "subset",
+                )
+            if ".svc." not in host and not served.covers(host):
                 check.warn(
                     f"host {dest.host!r} is not defined by any ServiceEntry; pymesh resolves it through DNS "
                     "and REGISTRY_ONLY blocks it",

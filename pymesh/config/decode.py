@@ -26,6 +26,7 @@ from typing import Any, Final, TypeVar
 
 import yaml
 
+from pymesh.config.guard import Limits, measure, render_path
 from pymesh.errors import Issue, Severity
 
 __all__ = [
@@ -84,18 +85,6 @@ class Invalid(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-
-def render_path(path: Path) -> str:
-    out: list[str] = []
-    for part in path:
-        if isinstance(part, int):
-            out.append(f"[{part}]")
-        elif out and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
-            out.append(f"[{part!r}]")
-        else:
-            out.append(f".{part}" if out else part)
-    return "".join(out)
 
 
 class Report:
@@ -303,7 +292,25 @@ def to_python(node: yaml.Node) -> Any:
     return constructor.construct_object(node, deep=True)
 
 
+def _duplicate(seen: dict[str, yaml.Node], key: yaml.ScalarNode, report: Report, path: Path) -> bool:
+    """Report a key given twice in one mapping (PyYAML would silently keep the last)."""
+    first = seen.get(key.value)
+    if first is None:
+        seen[key.value] = key
+        return False
+    line = first.start_mark.line + 1 + report.line_offset
+    report.add("error", (*path, key.value), key, f"duplicate key {key.value!r} (first at line {line})")
+    return True
+
+
 def _decode_json(node: yaml.Node, report: Report, path: Path) -> Any:
+    # Free-form values are the one place the decoder does not walk itself: guard them here.
+    problem = measure(node, Limits(), report.line_offset)
+    if problem is not None:
+        message, mark, where = problem
+        rel = tuple(p for p in where.replace("[", ".").replace("]", "").split(".") if p)
+        report.add("error", path + rel, yaml.ScalarNode("", "", mark, mark), message)
+        return INVALID
     try:
         return to_python(node)
     except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
@@ -359,9 +366,13 @@ def _mapping(value_decoder: Decoder) -> Decoder:
             return INVALID
         out: dict[str, Any] = {}
         ok = True
+        seen: dict[str, yaml.Node] = {}
         for k, v in node.value:
             if not isinstance(k, yaml.ScalarNode):
                 report.add("error", path, k, "a mapping key must be a plain value")
+                ok = False
+                continue
+            if _duplicate(seen, k, report, path):
                 ok = False
                 continue
             value = value_decoder(v, report, (*path, k.value))
@@ -430,12 +441,16 @@ class _ClassPlan:
         given: dict[str, str] = {}
         nulls: list[_FieldPlan] = []
         ok = True
+        seen: dict[str, yaml.Node] = {}
         for knode, vnode in node.value:
             if not isinstance(knode, yaml.ScalarNode):
                 report.add("error", path, knode, "a field name must be a plain value")
                 ok = False
                 continue
             key = knode.value
+            if _duplicate(seen, knode, report, path):
+                ok = False
+                continue
             plan = self.by_key.get(key)
             if plan is None:
                 if knode.tag == "tag:yaml.org,2002:merge":

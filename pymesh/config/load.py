@@ -17,6 +17,7 @@ import yaml
 
 from pymesh.config import analyze
 from pymesh.config.decode import INVALID, Checker, Report, decode, is_null
+from pymesh.config.guard import measure
 from pymesh.config.kinds import IGNORED_KINDS, MESH_CONFIG, lookup
 from pymesh.config.meshconfig import MeshConfig
 from pymesh.config.resource import KindSpec, ObjectMeta, Resource, Source
@@ -198,6 +199,11 @@ def _decode_document(
     group, _, version = api_version.rpartition("/")
 
     if group == "" and kind == "ConfigMap":
+        problem = measure(node, limits, doc.line_offset)  # ConfigMaps are read by hand, not decoded
+        if problem is not None:
+            report.add("error", (), yaml.ScalarNode("", "", problem[1], problem[1]), problem[0])
+            issues.extend(report.issues)
+            return out
         out.extend(_mesh_configmap(node, doc, namespace, limits, report, issues))
         issues.extend(report.issues)
         return out
@@ -217,7 +223,14 @@ def _decode_document(
         issues.extend(report.issues)
         return out
 
+    seen: dict[str, yaml.Node] = {}
     for k, _v in node.value:
+        if isinstance(k, yaml.ScalarNode) and k.value in seen:
+            first = seen[k.value].start_mark.line + 1 + doc.line_offset
+            report.add("error", (k.value,), k, f"duplicate key {k.value!r} (first at line {first})")
+            continue
+        if isinstance(k, yaml.ScalarNode):
+            seen[k.value] = k
         if isinstance(k, yaml.ScalarNode) and k.value not in _ENVELOPE:
             report.add("error", (k.value,), k,
                        f"unknown top-level field {k.value!r} (a document has {', '.join(_ENVELOPE[:4])})")

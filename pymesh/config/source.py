@@ -16,22 +16,39 @@ from pathlib import Path
 
 import yaml
 
-from pymesh.config.decode import render_path
+from pymesh.config.guard import Limits, measure
 from pymesh.errors import Issue
 
 __all__ = ["Document", "Limits", "discover", "peek_identity", "read_file", "read_text"]
 
-_Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Base: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_Base):  # type: ignore[misc]
+    """The safe loader with its implicit-tag resolver memoised.
+
+    The C parser calls the pure-Python resolver once per scalar; config repeats the same
+    keys and values thousands of times, so a bounded cache saves most of the load time.
+    """
+
+    _tags: dict[tuple[str, tuple[bool, bool]], str] = {}
+
+    def resolve(self, kind: type, value: str | None, implicit: tuple[bool, bool]) -> str:
+        if kind is yaml.ScalarNode and value is not None and len(value) < 64:
+            key = (value, implicit)
+            tag = self._tags.get(key)
+            if tag is None:
+                tag = super().resolve(kind, value, implicit)
+                if len(self._tags) < 50_000:
+                    self._tags[key] = tag
+            return tag
+        if kind is yaml.MappingNode:
+            return "tag:yaml.org,2002:map"
+        if kind is yaml.SequenceNode:
+            return "tag:yaml.org,2002:seq"
+        resolved: str = super().resolve(kind, value, implicit)
+        return resolved
 _SUFFIXES = (".yaml", ".yml", ".json")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Limits:
-    """Bounds on what one source may ask of the loader."""
-
-    max_file_bytes: int = 16 * 1024 * 1024
-    max_document_nodes: int = 200_000  # after alias expansion
-    max_depth: int = 64  # Istio's deepest schema path is about 12 levels
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,10 +184,11 @@ def _compose(text: str, file: str, limits: Limits, line_offset: int) -> tuple[li
     docs: list[Document] = []
     issues: list[Issue] = []
     index = 0
+    may_alias = "&" in text  # no anchor, no alias: nothing to expand, and the decoder checks duplicates
     try:
         for node in yaml.compose_all(text, Loader=_Loader):
             if node is not None and not _empty(node):
-                problem = _measure(node, limits, line_offset)
+                problem = measure(node, limits, line_offset) if may_alias else None
                 if problem is not None:
                     message, mark, path = problem
                     issues.append(_issue(file, message, mark, index, line_offset, path=path,
@@ -203,88 +221,3 @@ def _empty(node: yaml.Node) -> bool:
     # A bare `---` or a comment-only document composes to an empty null scalar; kubectl skips those.
     null = isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
     return null and node.value in ("", "~", "null")
-
-
-def _measure(root: yaml.Node, limits: Limits, line_offset: int = 0) -> tuple[str, yaml.Mark, str] | None:
-    """Check size after alias expansion, depth and duplicate keys, without expanding.
-
-    Returns (reason, mark, field path) for the first problem found.
-    """
-    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded nodes, height)
-    active: set[int] = set()
-
-    def walk(node: yaml.Node, depth: int) -> tuple[int, int]:
-        key = id(node)
-        known = sizes.get(key)
-        if known is not None:
-            if depth + known[1] > limits.max_depth:
-                raise _Refused(f"nesting deeper than {limits.max_depth} levels", node.start_mark)
-            return known
-        if key in active:
-            raise _Refused("recursive alias: a node contains itself", node.start_mark)
-        if depth > limits.max_depth:
-            raise _Refused(f"nesting deeper than {limits.max_depth} levels", node.start_mark)
-        active.add(key)
-        total, height = 1, 0
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[str, yaml.Node] = {}
-            for k, v in node.value:
-                if isinstance(k, yaml.ScalarNode):
-                    if k.value in seen and k.tag != "tag:yaml.org,2002:merge":
-                        line = seen[k.value].start_mark.line + 1 + line_offset
-                        raise _Refused(f"duplicate key {k.value!r} (first at line {line})", k.start_mark,
-                                       _path_to(root, k))
-                    seen[k.value] = k
-                for child in (k, v):
-                    n, h = walk(child, depth + 1)
-                    total += n
-                    height = max(height, h)
-        elif isinstance(node, yaml.SequenceNode):
-            for child in node.value:
-                n, h = walk(child, depth + 1)
-                total += n
-                height = max(height, h)
-        active.discard(key)
-        if total > limits.max_document_nodes:
-            raise _Refused(
-                f"document expands to more than {limits.max_document_nodes} nodes (alias expansion bomb?)",
-                node.start_mark,
-            )
-        sizes[key] = (total, height + 1)
-        return total, height + 1
-
-    try:
-        walk(root, 0)
-    except _Refused as refused:
-        return refused.message, refused.mark, refused.path
-    return None
-
-
-def _path_to(root: yaml.Node, target: yaml.Node) -> str:
-    """The field path of a mapping key (duplicates are found before any path is tracked)."""
-    def search(node: yaml.Node, path: tuple[str | int, ...], depth: int) -> tuple[str | int, ...] | None:
-        if depth > 64:
-            return None
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                if k is target:
-                    return (*path, k.value)
-                found = search(v, (*path, str(k.value)), depth + 1)
-                if found is not None:
-                    return found
-        elif isinstance(node, yaml.SequenceNode):
-            for i, child in enumerate(node.value):
-                found = search(child, (*path, i), depth + 1)
-                if found is not None:
-                    return found
-        return None
-
-    found = search(root, (), 0)
-    return render_path(found) if found else ""
-
-
-class _Refused(Exception):
-    def __init__(self, message: str, mark: yaml.Mark, path: str = "") -> None:
-        self.message = message
-        self.mark = mark
-        self.path = path

@@ -132,6 +132,8 @@ def applies_to(m: Any, vs_gateways: tuple[str, ...], workload: Workload) -> bool
     gateways = m.gateways or vs_gateways
     if gateways and "mesh" not in gateways:
         return False
+    if m.gateways:
+        return True  # a block naming gateways ignores sourceLabels/sourceNamespace (Istio sourceMatchHTTP)
     if m.source_namespace and m.source_namespace != workload.namespace:
         return False
     return all(workload.labels.get(k) == v for k, v in m.source_labels.items())

@@ -24,6 +24,8 @@ from pymesh.config.hosts import candidates, fqdn
 from pymesh.config.resource import Resource
 from pymesh.outbound.match import CATCH_ALL, CompiledMatch, applies_to, compile_match
 from pymesh.outbound.request import RequestInfo
+from pymesh.outbound.resilience.fault import FaultPolicy
+from pymesh.outbound.resilience.retry import NO_RETRY, RetryPolicy
 from pymesh.outbound.shaping import NO_OPS, HeaderOps, RegexRewrite, compile_headers, redirect_location, rewrite_path
 from pymesh.snapshot.clusters import Cluster
 from pymesh.snapshot.registry import Service
@@ -74,6 +76,8 @@ class CompiledRoute:
     retries: Any = None
     fault: Any = None
     cors: Any = None
+    retry_policy: RetryPolicy = NO_RETRY
+    fault_policy: FaultPolicy | None = None
 
     def matching(self, info: RequestInfo) -> CompiledMatch | None:
         if not self.matches:
@@ -155,7 +159,8 @@ class Router:
         if svc is not None:
             name = svc.host if not svc.host.startswith("*") else host
             default = CompiledRoute(virtual_service=None, index=0, name="default", matches=(),
-                                    targets=(Target(name, "", None, 1),), cumulative=(1,))
+                                    targets=(Target(name, "", None, 1),), cumulative=(1,),
+                                    retry_policy=RetryPolicy.compile(None, snap.mesh_config.default_http_retry_policy))
             return _Host(name, (default,), svc)
         return _Host(host, None, None)
 
@@ -298,6 +303,8 @@ def _compile_route(
         for m in mirror_policies
     )
     name = http.name if root is None else "-".join(x for x in (root.name, http.name) if x)
+    retries = _inherit(http, root, "retries")
+    fault = _inherit(http, root, "fault")
     return CompiledRoute(
         virtual_service=vs,
         index=index,
@@ -315,7 +322,9 @@ def _compile_route(
         response_ops=route_resp,
         mirrors=mirrors,
         timeout=_inherit(http, root, "timeout"),
-        retries=_inherit(http, root, "retries"),
-        fault=_inherit(http, root, "fault"),
+        retries=retries,
+        fault=fault,
         cors=_inherit(http, root, "cors_policy"),
+        retry_policy=RetryPolicy.compile(retries, snap.mesh_config.default_http_retry_policy),
+        fault_policy=FaultPolicy.compile(fault),
     )

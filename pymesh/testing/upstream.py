@@ -8,7 +8,9 @@ headers, body, delay) without restarting it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -51,6 +53,7 @@ class Upstream:
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _connections: set[socket.socket] = field(default_factory=set)
 
     @property
     def port(self) -> int:
@@ -86,6 +89,16 @@ class Upstream:
 
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with upstream._lock:
+                    upstream._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with upstream._lock:
+                    upstream._connections.discard(self.connection)
+                super().finish()
 
             def _handle(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
@@ -125,10 +138,16 @@ class Upstream:
         return self
 
     def stop(self) -> None:
+        """Stop accepting and cut every open connection, as a workload that died would."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> Upstream:
         return self.start()

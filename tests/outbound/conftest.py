@@ -143,8 +143,8 @@ class RawEcho:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
-                target = self.raw_requestline.decode("latin-1").split(" ")[1]  # http.server folds a leading //
+            def do_GET(self) -> None:
+                target = self.requestline.split(" ")[1]  # as sent: http.server folds a leading // in .path
                 payload = json.dumps({"name": echo_name, "path": self.path, "target": target,
                                       "headers": [[k.lower(), v] for k, v in self.headers.items()]}).encode()
                 self.send_response(200)
@@ -197,18 +197,18 @@ def raw_echo() -> Iterator[Callable[[str], RawEcho]]:
 
 class MakeMesh(Protocol):
     def __call__(self, text: str, *, namespace: str = "ns1", labels: Mapping[str, str] | None = None,
-                 locality: str = "", name: str = "caller") -> pymesh.Mesh: ...
+                 locality: str = "", name: str = "caller", address: str = "") -> pymesh.Mesh: ...
 
 
 @pytest.fixture
 def make_mesh() -> Iterator[MakeMesh]:
-    """``make_mesh(yaml, namespace=..., labels=..., locality=...)``: a mesh running as that workload."""
+    """``make_mesh(yaml, namespace=..., labels=..., locality=..., address=...)``: a mesh running as that workload."""
     meshes: list[pymesh.Mesh] = []
 
     def make(text: str, *, namespace: str = "ns1", labels: Mapping[str, str] | None = None, locality: str = "",
-             name: str = "caller") -> pymesh.Mesh:
+             name: str = "caller", address: str = "") -> pymesh.Mesh:
         workload = pymesh.Workload(name=name, namespace=namespace, labels=dict(labels or {"app": name}),
-                                   service_account=name, locality=locality)
+                                   service_account=name, locality=locality, address=address)
         mesh = pymesh.Mesh.from_yaml(text, workload=workload)
         meshes.append(mesh)
         return mesh

@@ -1,13 +1,11 @@
 """End to end, load balancing through the mesh: DestinationRule ``loadBalancer`` over real
 loopback endpoints, for the sync and the async client.
 
-What ``balancer.py`` / ``locality.py`` do today and what is tested here: the simple
-algorithms, consistent hashing on a header, a cookie (generated with ``ttl``), a query
-parameter and the source IP, and locality priorities relative to the calling workload
-(Istio writes failover priorities only when the cluster has ``outlierDetection``;
-``distribute`` applies regardless). Nothing yet tells the balancer that an endpoint is down
-(outlier detection is not wired into the transport), so failing over when the local
-endpoint stops is pinned as a strict xfail.
+Covered: the simple algorithms, consistent hashing on a header, a cookie (generated with
+``ttl``), a query parameter and the source IP, and locality priorities relative to the
+calling workload. Istio writes failover priorities only when the cluster has
+``outlierDetection`` (``distribute`` applies regardless); with it, a stopped local endpoint
+is ejected on its connect failure and the retry fails over to the next locality.
 
 ``Upstream.stop()`` closes the listening socket but not connections already open (their
 handler threads keep serving keep-alive requests), so a test that stops an endpoint sends
@@ -18,6 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from http.cookies import SimpleCookie
+from typing import Any
 
 import pytest
 
@@ -35,7 +34,7 @@ def lb_config(trio: Trio, load_balancer: str) -> str:
     return docs(service_yaml("svc", "ns1", trio), dr)
 
 
-def spread(sender: Sender, n: int, **kw: object) -> Counter[str]:
+def spread(sender: Sender, n: int, **kw: Any) -> Counter[str]:
     return Counter(served_by(r) for r in sender.many(n, URL, **kw))
 
 
@@ -50,7 +49,9 @@ def test_round_robin_spreads_evenly(trio: Trio, make_mesh: MakeMesh, connect: Co
     for i in range(0, 99, 3):
         assert set(order[i:i + 3]) == NAMES  # a strict rotation, not just even totals
     assert [u.count() for u in trio] == [33, 33, 33]
-    assert mesh.route("GET", URL).traffic_policy.load_balancer.simple == "ROUND_ROBIN"
+    policy = mesh.route("GET", URL).traffic_policy
+    assert policy is not None
+    assert policy.load_balancer.simple == "ROUND_ROBIN"
 
 
 @pytest.mark.parametrize("load_balancer", ["{simple: RANDOM}", "{simple: LEAST_REQUEST}", "{simple: LEAST_CONN}"])
@@ -90,8 +91,8 @@ def test_consistent_hash_on_a_header_keeps_a_key_on_one_endpoint(
         owners[f"user-{user}"] = next(iter(seen))
     assert len(set(owners.values())) >= 2  # and the keys are spread over the endpoints
     # the owner is stable: ask again, in another order
-    for user, owner in reversed(owners.items()):
-        assert served_by(sender.get(URL, headers={"x-user": user})) == owner
+    for key, owner in reversed(owners.items()):
+        assert served_by(sender.get(URL, headers={"x-user": key})) == owner
 
 
 def test_consistent_hash_without_the_header_picks_at_random(
@@ -163,18 +164,23 @@ def test_consistent_hash_on_a_query_parameter(trio: Trio, make_mesh: MakeMesh, c
     assert served_by(sender.get(f"{URL}?user=u3&user=u4")) == owners[3]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: useSourceIp never sticks: transport.request_info builds RequestInfo "
-                   "without source_ip, so HashPolicy.key returns None and every pick is random")
 def test_consistent_hash_on_the_source_ip_keeps_this_client_on_one_endpoint(
     trio: Trio, make_mesh: MakeMesh, connect: Connect
 ) -> None:
-    sender = connect(make_mesh(lb_config(trio, "{consistentHash: {useSourceIp: true}}")))
-    assert len(spread(sender, 30)) == 1  # every request comes from this one workload
+    config = lb_config(trio, "{consistentHash: {useSourceIp: true}}")
+    assert len(spread(connect(make_mesh(config)), 20)) == 1  # every request comes from this one workload
+    owners = set()
+    for i in range(8):  # workloads with other addresses hash elsewhere
+        seen = spread(connect(make_mesh(config, address=f"10.0.0.{i + 1}")), 4)
+        assert len(seen) == 1
+        owners |= set(seen)
+    assert len(owners) >= 2
 
 
 def test_source_ip_hash_in_a_dry_run_uses_the_given_address(trio: Trio, make_mesh: MakeMesh) -> None:
     mesh = make_mesh(lb_config(trio, "{consistentHash: {useSourceIp: true}}"))
     d = mesh.route("GET", URL, source_ip="10.1.2.3")
+    assert d.traffic_policy is not None
     assert d.traffic_policy.load_balancer.consistent_hash.use_source_ip is True
     assert len(d.endpoints) == 3
 
@@ -242,20 +248,6 @@ def test_locality_distribute_weights_traffic_by_zone(
     assert seen["local"] + seen["same-region"] == n
 
 
-def test_locality_with_the_local_endpoint_down_is_a_connect_failure_today(
-    servers: StartUpstream, make_mesh: MakeMesh, connect: Connect
-) -> None:
-    ups = zones(servers)
-    mesh = make_mesh(zone_config(ups, OUTLIER), locality=LOCAL)
-    assert served_by(connect(mesh).get(ZONED)) == "local"
-    ups[0].stop()
-    # a new client: Upstream.stop() leaves an open keep-alive connection served (see the module notes)
-    r = connect(mesh).get(ZONED)
-    assert (r.status_code, r.headers["x-pymesh-flags"]) == (503, "UF")
-
-
-@pytest.mark.xfail(strict=True, reason="NOT YET: outlier detection does not feed the balancer's health, so a "
-                   "stopped local endpoint is never ejected and traffic does not fail over to the next locality")
 def test_locality_fails_over_to_the_same_region_when_the_local_endpoint_stops(
     servers: StartUpstream, make_mesh: MakeMesh, connect: Connect
 ) -> None:
@@ -264,6 +256,9 @@ def test_locality_fails_over_to_the_same_region_when_the_local_endpoint_stops(
     assert served_by(connect(mesh).get(ZONED)) == "local"
     ups[0].stop()
     answers = connect(mesh).many(10, ZONED)
-    ok = [served_by(r) for r in answers if r.status_code == 200]
-    assert len(ok) >= 8  # after the ejection, everything succeeds ...
-    assert set(ok) == {"same-region"}  # ... in the next priority: the same region, not the far one
+    # the connect failure ejects the local endpoint and the retry (connect-failure is retried by
+    # default) goes on to the next priority: the same region, never the far one
+    assert [(r.status_code, served_by(r)) for r in answers] == [(200, "same-region")] * 10
+    ups[1].stop()
+    answers = connect(mesh).many(5, ZONED)
+    assert [(r.status_code, served_by(r)) for r in answers] == [(200, "far")] * 5  # then the other region

@@ -16,7 +16,6 @@ import httpx
 import pytest
 
 import pymesh
-from pymesh.outbound.decision import RouteDecision
 from pymesh.errors import NoHealthyUpstreamError, RouteNotFoundError, UpstreamConnectError
 from pymesh.testing.upstream import Reply, Upstream, service_yaml
 from tests.outbound.conftest import (
@@ -188,7 +187,7 @@ def test_unknown_host_is_502_nr_under_registry_only(
 Probe = tuple[str, str, Any, bool]  # method, url or path, headers, expected to hit the first rule
 
 
-def P(path: str, hit: bool, headers: Any = None, method: str = "GET") -> Probe:  # noqa: N802
+def P(path: str, hit: bool, headers: Any = None, method: str = "GET") -> Probe:
     return (method, path, headers, hit)
 
 
@@ -387,10 +386,12 @@ def test_gateway_list_with_mesh_applies_and_per_match_gateways_override(
     assert served_by(sender.get(url("/other"))) == "svc-v1"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a match block that names gateways ignores sourceLabels "
-                   "and sourceNamespace (Istio route.go sourceMatchHTTP); match.applies_to still checks them")
-def test_match_with_gateways_ignores_source_labels(trio: Trio, make_mesh: MakeMesh, connect: Connect) -> None:
-    config = base(trio, routes(to("v2", match="[{gateways: [mesh], sourceLabels: {app: someone-else}}]"), to("v1")))
+@pytest.mark.parametrize("source", ["sourceLabels: {app: someone-else}", "sourceNamespace: elsewhere"])
+def test_match_naming_gateways_ignores_source_selectors(
+    trio: Trio, make_mesh: MakeMesh, connect: Connect, source: str
+) -> None:
+    # Istio's sourceMatchHTTP: a block that names gateways is decided by them alone
+    config = base(trio, routes(to("v2", match=f"[{{gateways: [mesh], {source}}}]"), to("v1")))
     mesh = make_mesh(config, labels={"app": "caller"})
     assert served_by(connect(mesh).get(url("/"))) == "svc-v2"
 
@@ -435,6 +436,17 @@ def test_known_service_without_virtual_service_routes_to_it(
     assert d.virtual_service is None
     assert d.destination == (FQDN, "", 8080)
     assert len(d.endpoints) == 3
+
+
+def test_virtual_service_in_another_namespace_naming_the_fqdn_applies(
+    trio: Trio, make_mesh: MakeMesh, connect: Connect
+) -> None:
+    other = routes(to("v3", host=FQDN), name="from-elsewhere", namespace="team-b", hosts=f"[{FQDN}]")
+    mesh = make_mesh(base(trio, other))
+    r = connect(mesh).get(url("/"))
+    assert served_by(r) == "svc-v3"
+    assert echo(r)["headers"]["host"] == "svc:8080"
+    assert mesh.route("GET", url("/")).virtual_service == "team-b/from-elsewhere"
 
 
 def test_oldest_virtual_service_wins_a_duplicated_host(trio: Trio, make_mesh: MakeMesh, connect: Connect) -> None:
@@ -542,7 +554,6 @@ N = 400
     pytest.param((75, 25), id="75-25"),
     pytest.param((50, 50), id="50-50"),
     pytest.param((3, 1), id="relative-3-1"),
-    pytest.param((1, 1, 2), id="relative-1-1-2"),
     pytest.param((50, 0, 50), id="zero-weight-never-chosen"),
 ])
 def test_weighted_split(trio: Trio, make_mesh: MakeMesh, connect: Connect, weights: tuple[int, ...]) -> None:
@@ -564,8 +575,11 @@ def test_weighted_split(trio: Trio, make_mesh: MakeMesh, connect: Connect, weigh
     assert shares == {f"v{i + 1}": pytest.approx(100 * w / total) for i, w in enumerate(weights) if w}
 
 
-def test_single_destination_ignores_its_weight(trio: Trio, make_mesh: MakeMesh, connect: Connect) -> None:
-    mesh = make_mesh(base(trio, routes("{route: [{destination: {host: svc, subset: v3}, weight: 10}]}")))
+@pytest.mark.parametrize("weight", [10, 0])
+def test_single_destination_ignores_its_weight(
+    trio: Trio, make_mesh: MakeMesh, connect: Connect, weight: int
+) -> None:
+    mesh = make_mesh(base(trio, routes(f"{{route: [{{destination: {{host: svc, subset: v3}}, weight: {weight}}}]}}")))
     assert {served_by(r) for r in connect(mesh).many(20, url("/"))} == {"svc-v3"}
 
 
@@ -583,7 +597,7 @@ def test_connect_failure_is_503_uf(servers: StartUpstream, make_mesh: MakeMesh, 
     mesh = make_mesh(_stopped_service(servers))
     r = connect(mesh).get("http://gone:8080/")
     assert r.status_code == 503
-    assert r.headers["x-pymesh-flags"] == "UF"
+    assert "UF" in r.headers["x-pymesh-flags"].split(",")  # "UF,URX" once the default retries are used up
     assert r.text.startswith("upstream connect error")
 
 
@@ -596,7 +610,8 @@ def test_connect_failure_raises_a_mesh_error_that_is_an_httpx_connect_error(
     err = info.value
     assert isinstance(err, httpx.ConnectError)
     assert isinstance(err, UpstreamConnectError)
-    assert (err.status, err.flags) == (503, "UF")
+    assert err.status == 503
+    assert "UF" in err.flags.split(",")
     assert err.request.url == httpx.URL("http://gone:8080/")
 
 
@@ -616,8 +631,10 @@ def test_registry_only_raises_no_route_error(
     mesh = make_mesh(mesh_config("  outboundTrafficPolicy: {mode: REGISTRY_ONLY}"))
     with pytest.raises(pymesh.NoRouteError) as info:
         connect(mesh, raise_errors=True).get(outside.url)
-    assert isinstance(info.value, pymesh.MeshError)
-    assert info.value.status == 502
+    err = info.value
+    assert isinstance(err, RouteNotFoundError)
+    assert isinstance(err, pymesh.MeshError)
+    assert (err.status, err.flags) == (502, "NR")
     assert outside.count() == 0
 
 
@@ -650,7 +667,7 @@ def test_route_decision_describes_the_route(trio: Trio, make_mesh: MakeMesh) -> 
               mirror="{host: svc, subset: v3}", mirrorPercentage="{value: 25}")
     mesh = make_mesh(base(trio, routes(rule, to("v1"))))
     d = mesh.route("GET", url("/api/x?y=1"), headers={"x-any": "1"})
-    assert isinstance(d, RouteDecision)  # CONTRACT names it pymesh.RouteDecision: see tests/test_exports.py
+    assert isinstance(d, pymesh.RouteDecision)
     assert d.action == "route"
     assert d.host == FQDN
     assert d.virtual_service == "ns1/svc-routes"

@@ -188,7 +188,9 @@ def test_bookinfo_reviews_90_10(mesh_for: MeshFor, connect: Connect, pods: dict[
     assert pods["reviews-v3"].count() == 0
     seen_path = echo(connect(mesh).get(REVIEWS))
     assert (seen_path["path"], seen_path["headers"]["host"]) == ("/reviews/0", "reviews:9080")
-    assert mesh.route("GET", REVIEWS).traffic_policy.load_balancer.simple == "RANDOM"
+    policy = mesh.route("GET", REVIEWS).traffic_policy
+    assert policy is not None
+    assert policy.load_balancer.simple == "RANDOM"
 
 
 # -- browser routing ------------------------------------------------------------------------------------------

@@ -1,0 +1,395 @@
+"""One outbound request's decisions, shared by the sync and async drivers.
+
+The drivers (``transport.py``) only send, sleep and close; everything they are told to do
+comes from here:
+
+- ``Planner.decide``        route the request (no I/O)
+- ``Call.fault``            the fault verdict: sleep this long, then maybe abort
+- ``Call.attempt``          admission (circuit breaking), endpoint pick (avoiding endpoints
+                            already tried and ejected ones), the shaped upstream request with
+                            its per-try timeout and attempt header; or a local reply
+- ``Call.responded`` /
+  ``Call.failed``           classify the try, feed outlier detection, and ask the retry state
+                            whether to retry (after how long) or stop
+- ``Call.answer``           the response to hand the caller: the last try's, or a local reply
+
+A ``Call`` holds the request's resources (pool ticket, active-request count) and releases
+each exactly once, when the driver closes the try it belongs to.
+"""
+
+from __future__ import annotations
+
+import functools
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from pymesh.errors import MeshRequestError, NoHealthyUpstreamError, RouteNotFoundError, UpstreamConnectError
+from pymesh.outbound.engine import EndpointAddress
+from pymesh.outbound.request import RequestInfo
+from pymesh.outbound.resilience.classify import LOCAL_REPLIES, OVERLOADED_HEADER, classified_headers, classify
+from pymesh.outbound.resilience.classify import Outcome as TryOutcome
+from pymesh.outbound.resilience.fault import ABORT_BODY, FaultVerdict, decide
+from pymesh.outbound.resilience.retry import ATTEMPT_HEADER, Retry, RetryState, Stop
+from pymesh.outbound.router import LocalReply, Mirror, Outcome, Target
+from pymesh.outbound.runtime import ClusterState
+from pymesh.outbound.shaping import NO_OPS, HeaderOps, apply_headers
+from pymesh.snapshot.registry import ServicePort
+
+if TYPE_CHECKING:
+    from pymesh.mesh import Mesh
+
+__all__ = ["Attempt", "Call", "Planner", "request_info"]
+
+FLAGS_HEADER = "x-pymesh-flags"
+REPLAY_LIMIT = 1024 * 1024  # bytes: Envoy's default per-request buffer; larger bodies are sent once
+_UH_BODY = b"no healthy upstream"
+
+
+@functools.lru_cache(maxsize=1)
+def _default_ssl_context() -> ssl.SSLContext:
+    # Building one costs ~45 ms (it loads the CA bundle): once per process, and only for https.
+    return httpx.create_ssl_context()
+
+
+def request_info(request: httpx.Request, source_ip: str = "") -> RequestInfo:
+    url = request.url
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in request.headers.raw:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    return RequestInfo(
+        method=request.method,
+        scheme=url.scheme,
+        host=url.host.lower(),
+        port=url.port,
+        path=url.raw_path.decode("ascii"),
+        headers=headers,
+        source_ip=source_ip,
+    )
+
+
+def local_response(reply: LocalReply, request: httpx.Request, ops: HeaderOps = NO_OPS) -> httpx.Response:
+    headers = list(reply.headers)
+    if reply.flags:
+        headers.append((FLAGS_HEADER, reply.flags))
+    response = httpx.Response(reply.status, headers=headers, content=reply.body, request=request)
+    apply_response_ops(response, ops)
+    return response
+
+
+def apply_response_ops(response: httpx.Response, ops: HeaderOps, extra: tuple[tuple[str, str], ...] = ()) -> None:
+    if not ops and not extra:
+        return
+    drop = ops.remove | {n for n, _ in ops.set}
+    raw = [(k, v) for k, v in response.headers.raw if k.decode("latin-1").lower() not in drop]
+    raw.extend((n.encode("latin-1"), v.encode("latin-1")) for n, v in (*ops.set, *ops.add, *extra))
+    response.headers = httpx.Headers(raw)
+
+
+def error_for(reply: LocalReply, request: httpx.Request) -> MeshRequestError:
+    cls: type[MeshRequestError]
+    if reply.flags == "NR":
+        cls = RouteNotFoundError
+    elif reply.flags in ("UH", "NC"):
+        cls = NoHealthyUpstreamError
+    else:
+        cls = UpstreamConnectError
+    return cls(f"{reply.status} {reply.flags}: {reply.reason}", request=request, status=reply.status, flags=reply.flags)
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try, ready to send. ``release`` runs once, when the try's response is closed."""
+
+    address: EndpointAddress
+    method: bytes
+    target: bytes
+    headers: list[tuple[bytes, bytes]]
+    extensions: dict[str, Any]
+    index: int | None  # endpoint index in the cluster's balancer, when there is one
+    ours_timeout: bool  # the read timeout is the mesh's (per-try or route), not the client's
+    releases: list[Callable[[], None]] = field(default_factory=list)
+
+    def release(self) -> None:
+        releases, self.releases = self.releases, []
+        for fn in releases:
+            fn()
+
+
+class Planner:
+    """Per-transport settings and the routing step."""
+
+    def __init__(self, mesh: Mesh, *, raise_errors: bool) -> None:
+        self.mesh = mesh
+        self.raise_errors = raise_errors
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        return _default_ssl_context()
+
+    def decide(self, request: httpx.Request) -> tuple[RequestInfo, Outcome]:
+        live = self.mesh._live
+        # Outbound, the source is this workload itself (what a sidecar sees as its app's address).
+        info = request_info(request, live.snapshot.workload.address or "127.0.0.1")
+        return info, live.router.decide(info, self.mesh._runtime.rng)
+
+    def local(self, reply: LocalReply, request: httpx.Request, ops: HeaderOps = NO_OPS) -> httpx.Response:
+        if self.raise_errors and reply.flags and reply.status >= 400 and "FI" not in reply.flags:
+            raise error_for(reply, request)
+        return local_response(reply, request, ops)
+
+    def call(self, request: httpx.Request, info: RequestInfo, outcome: Outcome) -> Call:
+        return Call(self, request, info, outcome)
+
+    def passthrough_failure(self, request: httpx.Request, exc: httpx.TransportError) -> httpx.Response:
+        """A pass-through request that could not reach its host (no retries: there is no route)."""
+        if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+            raise exc  # the caller's own timeout
+        flags = "UF" if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) else "UC"
+        status, body = LOCAL_REPLIES[flags]
+        return self.local(LocalReply(status, body, (), flags, str(exc)), request)
+
+
+class Call:
+    """The state of one routed request across its tries."""
+
+    __slots__ = ("_cluster_state", "_cookie", "_hash_key", "info", "outcome", "planner", "request", "retry",
+                 "route", "set_cookie", "target")
+
+    def __init__(self, planner: Planner, request: httpx.Request, info: RequestInfo, outcome: Outcome) -> None:
+        self.planner = planner
+        self.request = request
+        self.info = info
+        self.outcome = outcome
+        route = outcome.route
+        assert route is not None
+        assert outcome.target is not None
+        assert outcome.cluster is not None
+        self.route = route
+        self.target: Target = outcome.target
+        self.retry: RetryState | None = None
+        self.set_cookie: str | None = None
+        self._cluster_state: ClusterState | None = None
+        self._hash_key: bytes | None = None
+        self._cookie = False
+
+    # -- before the first try -----------------------------------------------------------
+
+    def fault(self) -> FaultVerdict | None:
+        policy = self.route.fault_policy
+        return None if policy is None else decide(policy, self.planner.mesh._runtime.rng)
+
+    def abort(self, verdict: FaultVerdict) -> httpx.Response:
+        if verdict.grpc_status is not None:
+            headers = (("content-type", "application/grpc"), ("grpc-status", str(verdict.grpc_status)),
+                       ("grpc-message", ABORT_BODY.decode()))
+            reply = LocalReply(200, b"", headers, verdict.flags, "fault abort")
+        else:
+            status = verdict.abort_status or 503
+            reply = LocalReply(status, ABORT_BODY, (("content-type", "text/plain"),), verdict.flags, "fault abort")
+        return self.planner.local(reply, self.request, self.route.response_ops)
+
+    def start(self) -> LocalReply | None:
+        """Set up the retry state (after any fault delay: the route timeout starts here, as in Envoy)."""
+        runtime = self.planner.mesh._runtime
+        cluster = self.outcome.cluster
+        assert cluster is not None
+        if not cluster.subset_defined:
+            return LocalReply(503, _UH_BODY, (), "NC", f"subset {cluster.key.subset!r} is not defined")
+        state = None
+        if cluster.endpoints:
+            snap = self.planner.mesh._live.snapshot
+            state = runtime.entry(cluster, locality=snap.workload.locality, labels=snap.workload.labels,
+                                  mesh_locality=snap.mesh_config.locality_lb_setting)
+            if state.hash_policy is not None:
+                self._hash_key, cookie = state.hash_policy.key(self.info, rng=runtime.rng)
+                self.set_cookie = cookie.header_value() if cookie is not None else None
+        elif cluster.service is not None and (
+            cluster.key.subset or cluster.service.resolution not in ("NONE", "DNS", "DNS_ROUND_ROBIN")
+        ):
+            return LocalReply(503, _UH_BODY, (), "UH", f"no endpoints for {cluster.key}")
+        self._cluster_state = state
+        budget = state.budget if state is not None else runtime.default_budget
+        budget.deposit()
+        stream = self.request.stream  # read(), not .content: a request httpx built for a redirect has no .content
+        replayable = isinstance(stream, httpx.ByteStream) and len(self.request.read()) <= REPLAY_LIMIT
+        self.retry = RetryState(
+            self.route.retry_policy, timeout=self.route.timeout, replayable=replayable, budget=budget,
+            limits=state.limits if state is not None else None, clock=runtime.clock, rng=runtime.rng,
+        )
+        return None
+
+    # -- each try -------------------------------------------------------------------------
+
+    def attempt(self) -> Attempt | LocalReply:
+        retry = self.retry
+        assert retry is not None
+        state = self._cluster_state
+        outcome = self.outcome
+        releases: list[Callable[[], None]] = []
+        index: int | None = None
+        if state is None:
+            # Not in the registry, or resolved by DNS: dial the host itself, as a sidecar's
+            # original-destination or DNS cluster would.
+            key = outcome.cluster.key if outcome.cluster is not None else None
+            host = key.host if key is not None and not key.host.startswith("*") else self.info.host
+            port = outcome.port
+        else:
+            ticket = state.limits.try_admit()
+            if ticket is None:
+                return self._overflow()
+            releases.append(ticket.release)
+            balancer = state.balancer
+            exclude = retry.exclude if state.hash_policy is None else ()
+            index = balancer.pick(
+                hash_key=self._hash_key, exclude=exclude,
+                healthy=state.outlier.health_filter() if state.outlier is not None else None,
+                retry_remote_localities=retry.policy.retry_remote_localities,
+            )
+            if index is None:
+                ticket.release()
+                if balancer.passthrough:
+                    host, port = self.info.host, outcome.port
+                    releases = []
+                else:
+                    return LocalReply(503, _UH_BODY, (), "UH", f"no healthy endpoint in {outcome.cluster}")
+            else:
+                endpoint = balancer.endpoints[index]
+                service = state.cluster.service
+                sport = service.port(outcome.port) if service is not None else None
+                host, port = endpoint.address, endpoint.port_for(sport or ServicePort(outcome.port))
+                balancer.start(index)
+                releases.append(functools.partial(balancer.finish, index))
+        extensions, ours = self._timeouts(retry)
+        scheme = "https" if self.info.scheme == "https" else "http"
+        if scheme == "https":
+            extensions.setdefault("sni_hostname", self.info.host)
+        return Attempt(EndpointAddress.of(scheme, host, port), self.request.method.encode("ascii"),
+                       outcome.path.encode("ascii"), self._headers(retry.attempt), extensions, index, ours, releases)
+
+    def _overflow(self) -> LocalReply:
+        retry = self.retry
+        assert retry is not None
+        retry.record(classify(None, None, "overflow"), None)
+        status, body = LOCAL_REPLIES["UO"]
+        return LocalReply(status, body, (OVERLOADED_HEADER,), "UO", "connection pool overflow")
+
+    def _timeouts(self, retry: RetryState) -> tuple[dict[str, Any], bool]:
+        extensions = dict(self.request.extensions)
+        limit = retry.try_timeout()
+        timeouts = dict(extensions.get("timeout") or {})
+        client_read = timeouts.get("read")
+        ours = limit is not None and (client_read is None or limit < client_read)
+        if ours:
+            for name in ("connect", "read", "write", "pool"):
+                current = timeouts.get(name)
+                timeouts[name] = limit if current is None else min(current, limit)
+            extensions["timeout"] = timeouts
+        return extensions, ours
+
+    def _headers(self, attempt: int) -> list[tuple[bytes, bytes]]:
+        info, outcome = self.info, self.outcome
+        headers = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in self.request.headers.raw]
+        ops = self.target.request_ops
+        if ops:
+            headers = apply_headers(headers, ops)
+        if outcome.path != info.path:
+            headers.append(("x-envoy-original-path", info.path))  # as Envoy records a rewrite
+        if outcome.authority is not None:
+            headers = [(n, v) for n, v in headers if n != "host"]
+            headers.insert(0, ("host", outcome.authority))
+        headers.append((ATTEMPT_HEADER, str(attempt)))
+        return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+
+    # -- after each try ---------------------------------------------------------------------
+
+    def responded(self, attempt: Attempt, response: httpx.Response) -> Retry | Stop:
+        result = classify(response.status_code, classified_headers(response.headers.raw), None)
+        return self._record(attempt, result)
+
+    def failed(self, attempt: Attempt, exc: httpx.TransportError) -> tuple[Retry | Stop, TryOutcome]:
+        if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+            if not attempt.ours_timeout:
+                raise exc  # the caller's own httpx timeout: theirs to handle, as without a mesh
+            kind = "timeout"
+        elif isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+            kind = "connect-failure"
+        else:
+            kind = "reset"
+        result = classify(None, None, kind)  # type: ignore[arg-type]
+        return self._record(attempt, result), result
+
+    def _record(self, attempt: Attempt, result: TryOutcome) -> Retry | Stop:
+        state = self._cluster_state
+        if state is not None and state.outlier is not None and attempt.index is not None:
+            state.outlier.record(attempt.index, result)
+        retry = self.retry
+        assert retry is not None
+        return retry.record(result, attempt.index)
+
+    def answer(self, response: httpx.Response) -> httpx.Response:
+        extra = (("set-cookie", self.set_cookie),) if self.set_cookie is not None else ()
+        apply_response_ops(response, self.target.response_ops or self.route.response_ops, extra)
+        return response
+
+    def give_up(self, verdict: Stop, result: TryOutcome, exc: Exception | None) -> httpx.Response:
+        """The local reply for a last try that ended without a response."""
+        reply = result.reply
+        status, body = reply if reply is not None else (503, b"")
+        flags = verdict.flags or result.flag
+        headers: tuple[tuple[str, str], ...] = (OVERLOADED_HEADER,) if result.flag == "UO" else ()
+        local = LocalReply(status, body, headers, flags, verdict.reason)
+        if self.planner.raise_errors:
+            raise error_for(local, self.request) from exc
+        return local_response(local, self.request)
+
+    def close(self) -> None:
+        if self.retry is not None:
+            self.retry.close()
+
+    # -- mirrors ------------------------------------------------------------------------------
+
+    def mirrors(self) -> list[Attempt]:
+        """Shadow tries for the route's mirror policies that win their percentage draw."""
+        route = self.route
+        if not route.mirrors or not isinstance(self.request.stream, httpx.ByteStream):
+            return []  # a streamed body cannot be copied without buffering it for the caller
+        runtime = self.planner.mesh._runtime
+        out: list[Attempt] = []
+        for m in route.mirrors:
+            if m.percentage < 100.0 and runtime.rng.random() * 100.0 >= m.percentage:
+                continue
+            shadow = self._mirror_attempt(m)
+            if shadow is not None:
+                out.append(shadow)
+        return out
+
+    def _mirror_attempt(self, m: Mirror) -> Attempt | None:
+        snap = self.planner.mesh._live.snapshot
+        service = snap.registry.get(m.host)
+        port = m.port or (service.ports[0].number if service is not None and len(service.ports) == 1
+                          else self.outcome.port)
+        authority = self.outcome.authority or self.request.headers.get("host", "")
+        if snap.mesh_config.shadow_host_suffix:  # Istio <= 1.27; later the mirror keeps the host
+            host, sep, p = authority.partition(":")
+            authority = f"{host}-shadow{sep}{p}"
+        shadow = Outcome(kind="forward", host=m.host, port=port, route=self.route, match=self.outcome.match,
+                         target=Target(m.host, m.subset, port, 1), cluster=snap.clusters.get(m.host, m.subset, port),
+                         path=self.outcome.path, authority=authority)
+        call = Call(self.planner, self.request, self.info, shadow)
+        if call.start() is not None:
+            return None
+        attempt = call.attempt()
+        return attempt if isinstance(attempt, Attempt) else None
+
+    @staticmethod
+    def passthrough(request: httpx.Request) -> Attempt:
+        url = request.url
+        port = url.port or (443 if url.scheme == "https" else 80)
+        return Attempt(EndpointAddress.of(url.scheme, url.host, port), request.method.encode("ascii"), url.raw_path,
+                       list(request.headers.raw), dict(request.extensions), None, False)
