@@ -411,7 +411,7 @@ class _FieldPlan:
 
 
 class _ClassPlan:
-    __slots__ = ("by_key", "check", "cls", "fields", "wires")
+    __slots__ = ("by_key", "check", "cls", "fields", "required", "wires")
 
     def __init__(self, cls: type) -> None:
         hints = typing.get_type_hints(cls, include_extras=True)
@@ -431,41 +431,35 @@ class _ClassPlan:
             self.by_key[wire] = plan
             self.by_key.setdefault(f.name.rstrip("_"), plan)
         self.wires = [p.wire for p in self.fields]
+        self.required = tuple(p for p in self.fields if p.required)
         self.check: Callable[[Any, Checker], None] | None = getattr(cls, "_check", None)
 
     def decode(self, node: yaml.Node, report: Report, path: Path) -> Any:
         if not isinstance(node, yaml.MappingNode):
             report.add("error", path, node, f"expected a mapping, got {_describe(node)}")
             return INVALID
+        # The hot loop of every load: kept flat, with the rare cases out of line.
         values: dict[str, Any] = {}
-        given: dict[str, str] = {}
+        given: dict[str, str] = {}  # attr -> the spelling used
         nulls: list[_FieldPlan] = []
-        ok = True
         seen: dict[str, yaml.Node] = {}
+        by_key = self.by_key
+        ok = True
         for knode, vnode in node.value:
-            if not isinstance(knode, yaml.ScalarNode):
-                report.add("error", path, knode, "a field name must be a plain value")
-                ok = False
-                continue
             key = knode.value
-            if _duplicate(seen, knode, report, path):
-                ok = False
+            if type(knode) is not yaml.ScalarNode or key in seen or key not in by_key:
+                ok = self._odd_key(knode, seen, report, path) and ok
                 continue
-            plan = self.by_key.get(key)
-            if plan is None:
-                if knode.tag == "tag:yaml.org,2002:merge":
-                    report.add("error", path, knode, "YAML merge keys (<<) are not supported; write the fields out")
-                else:
-                    report.add("error", (*path, key), knode, f"unknown field {key!r}{self._hint(key)}")
-                ok = False
-                continue
-            if plan.attr in given:
+            seen[key] = knode
+            plan = by_key[key]
+            attr = plan.attr
+            if attr in given:
                 report.add("error", (*path, plan.wire), knode,
-                           f"{key!r} repeats {given[plan.attr]!r} (the same field in two spellings)")
+                           f"{key!r} repeats {given[attr]!r} (the same field in two spellings)")
                 ok = False
                 continue
-            given[plan.attr] = key
-            if is_null(vnode):
+            given[attr] = key
+            if vnode.tag == _NULL and type(vnode) is yaml.ScalarNode:
                 nulls.append(plan)  # protobuf JSON: null means unset
                 continue
             if plan.deprecated:
@@ -474,7 +468,33 @@ class _ClassPlan:
             if value is INVALID:
                 ok = False
             else:
-                values[plan.attr] = value
+                values[attr] = value
+        if nulls or any(p.attr not in given for p in self.required):
+            ok = self._missing(node, given, nulls, report, path) and ok
+        if not ok:
+            return INVALID
+        obj = self.cls(**values)
+        if self.check is not None:
+            self.check(obj, Checker(report, node, path))
+        return obj
+
+    def _odd_key(self, knode: yaml.Node, seen: dict[str, yaml.Node], report: Report, path: Path) -> bool:
+        """A key that is not a plain known field: report why. Returns False when it is an error."""
+        if not isinstance(knode, yaml.ScalarNode):
+            report.add("error", path, knode, "a field name must be a plain value")
+            return False
+        if _duplicate(seen, knode, report, path):
+            return False
+        key = knode.value
+        if knode.tag == "tag:yaml.org,2002:merge":
+            report.add("error", path, knode, "YAML merge keys (<<) are not supported; write the fields out")
+        else:
+            report.add("error", (*path, key), knode, f"unknown field {key!r}{self._hint(key)}")
+        return False
+
+    def _missing(self, node: yaml.Node, given: dict[str, str], nulls: list[_FieldPlan], report: Report,
+                 path: Path) -> bool:
+        ok = True
         for plan in self.fields:
             if plan.required and plan.attr not in given:
                 report.add("error", (*path, plan.wire), node, f"missing required field {plan.wire!r}")
@@ -483,12 +503,7 @@ class _ClassPlan:
             if plan.required:
                 report.add("error", (*path, plan.wire), node, f"{plan.wire!r} is required and must not be null")
                 ok = False
-        if not ok:
-            return INVALID
-        obj = self.cls(**values)
-        if self.check is not None:
-            self.check(obj, Checker(report, node, path))
-        return obj
+        return ok
 
     def _hint(self, key: str) -> str:
         folded = {_norm(w): w for w in self.wires}

@@ -10,6 +10,7 @@ nodes and stops at the bound, before anything large is built.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,16 @@ class _Loader(_Base):  # type: ignore[misc]
 
     _tags: dict[tuple[str, tuple[bool, bool]], str] = {}
 
+    # No path resolvers are registered, so the parser's per-node bookkeeping calls do nothing.
+    def descend_resolver(self, current_node: object, current_index: object) -> None:
+        pass
+
+    def ascend_resolver(self) -> None:
+        pass
+
     def resolve(self, kind: type, value: str | None, implicit: tuple[bool, bool]) -> str:
+        if kind is yaml.ScalarNode and not implicit[0]:
+            return "tag:yaml.org,2002:str"  # quoted: never resolved implicitly
         if kind is yaml.ScalarNode and value is not None and len(value) < 64:
             key = (value, implicit)
             tag = self._tags.get(key)
@@ -49,6 +59,9 @@ class _Loader(_Base):  # type: ignore[misc]
         resolved: str = super().resolve(kind, value, implicit)
         return resolved
 _SUFFIXES = (".yaml", ".yml", ".json")
+# An anchor starts a node: after a space, a line start, "[", "{" or ",". A false positive
+# (an "&" that opens a word inside a quoted string) only costs the full measuring walk.
+_ANCHOR = re.compile(r"(?:^|[\s\[{,])&[^\s,\]}]", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +197,8 @@ def _compose(text: str, file: str, limits: Limits, line_offset: int) -> tuple[li
     docs: list[Document] = []
     issues: list[Issue] = []
     index = 0
-    may_alias = "&" in text  # no anchor, no alias: nothing to expand, and the decoder checks duplicates
+    # No anchor, no alias: nothing to expand, and the decoder checks duplicate keys itself.
+    may_alias = "&" in text and _ANCHOR.search(text) is not None
     try:
         for node in yaml.compose_all(text, Loader=_Loader):
             if node is not None and not _empty(node):

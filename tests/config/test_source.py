@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from pymesh.config.load import Text, load
 from pymesh.config.source import Limits, read_file, read_text
+from pymesh.errors import ConfigError
 
 BOMB = "\n".join(
     [
@@ -46,19 +48,43 @@ def test_recursive_alias_is_refused() -> None:
     assert issues, "a self-referencing alias must not load"
 
 
-def test_deep_nesting_is_refused() -> None:
-    text = "x: " + "[" * 100 + "]" * 100
+def test_deep_nesting_is_refused_by_the_reader_when_aliases_are_possible() -> None:
+    text = "a: &x 1\nx: " + "[" * 100 + "]" * 100
     docs, issues = read_text(text, "deep.yaml", Limits(max_depth=64))
     assert docs == []
     assert "nesting deeper than 64" in issues[0].message
 
 
+@pytest.mark.timeout(5)
+def test_deep_nesting_is_a_config_error_in_any_field() -> None:
+    deep = "[" * 900 + "]" * 900
+    for field in ("hosts", "exportTo"):  # a typed list, and a list of strings
+        head = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\n"
+        text = head + f"spec: {{{field}: {deep}}}\n"
+        with pytest.raises(ConfigError):
+            load([Text(text, "deep.yaml")])
+    owner = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a, ownerReferences: "
+    with pytest.raises(ConfigError) as info:
+        load([Text(owner + deep + "}\nspec: {host: a}\n", "deep.yaml")])  # a free-form field: measured
+    assert any("nesting deeper than" in i.message for i in info.value.issues)
+
+
 def test_duplicate_keys_are_an_error_with_both_lines() -> None:
-    text = "spec:\n  hosts: [a]\n  hosts: [b]\n"
+    text = ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\n"
+            "spec:\n  host: a\n  host: b\n")
+    with pytest.raises(ConfigError) as info:
+        load([Text(text, "dup.yaml")])
+    (issue,) = info.value.errors
+    assert issue.message == "duplicate key 'host' (first at line 5)"
+    assert (issue.path, issue.line, issue.column) == ("spec.host", 6, 3)
+
+
+def test_duplicate_keys_are_found_by_the_reader_when_aliases_are_possible() -> None:
+    text = "a: &x 1\nspec:\n  hosts: [a]\n  hosts: [b]\n"
     docs, issues = read_text(text, "dup.yaml", Limits())
     assert docs == []
-    assert issues[0].message == "duplicate key 'hosts' (first at line 2)"
-    assert (issues[0].line, issues[0].column) == (3, 3)
+    assert issues[0].message == "duplicate key 'hosts' (first at line 3)"
+    assert (issues[0].line, issues[0].column) == (4, 3)
 
 
 def test_oversized_file_is_refused_without_reading(tmp_path: Path) -> None:
