@@ -464,7 +464,7 @@ def test_concurrent_retries_each_replay_their_own_body(
     ups = [servers(f"svc-{i}") for i in range(2)]
     for up in ups:
         up.respond(lambda seen: Reply(status=503 if seen.headers.get(ATTEMPT) == "1" else 200))
-    mesh = make_mesh(docs(service_yaml("svc", "ns1", ups), route_vs("retries: {attempts: 2, retryOn: 503}")))
+    mesh = make_mesh(docs(service_yaml("svc", "ns1", ups), route_vs("retries: {attempts: 2, retryOn: '503'}")))
     n = 40
     outs = responses(fire(connect(mesh), n, "POST", URL,
                           kw=lambda i: {"content": f"request {i} ".encode() * (i + 1), "headers": {"x-id": str(i)}}))
