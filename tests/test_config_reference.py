@@ -53,8 +53,9 @@ def test_stale_patterns_are_found(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_most_specific_pattern_wins() -> None:
-    assert str(support_for("VirtualService", "http.route.destination.host")) == "accepted (outbound routing)"
-    assert str(support_for("VirtualService", "http.fault.delay.fixedDelay")) == "accepted (resilience)"
+    assert support_for("VirtualService", "http.route.destination.host").status == "enforced"
+    assert str(support_for("VirtualService", "http.route.destination.port.name")) == "accepted (outbound routing)"
+    assert support_for("VirtualService", "http.fault.delay.fixedDelay").status == "enforced"
     assert support_for("VirtualService", "http.fault.delay.exponentialDelay").status == "rejected"
     assert support_for("VirtualService", "hosts").status == "enforced"
     # An exact entry covers its own path only; a subtree entry covers everything under it.

@@ -70,6 +70,7 @@ def _rejected(note: str) -> Support:
 
 ROUTING = "outbound routing"
 L4 = "TCP/TLS routing"
+CORS = "CORS"
 RESILIENCE = "resilience"
 BALANCING = "load balancing"
 MTLS = "mTLS"
@@ -85,8 +86,50 @@ _ENVOY_ONLY = "Envoy or sidecar-injection setting with no meaning for an in-proc
 _TARGET_REF = ("Kind `Service` selects workloads whose name or `app` label is the Service name; see "
                "[Differences from Istio](differences.md)")
 _DR_MERGE = ("The snapshot picks the DestinationRule for each client and merges port-level and subset "
-             "policies as Istio does; the settings inside are accepted")
+             "policies as Istio does; the rows below say which settings inside are acted on")
 _PORT_BY_NAME = "The snapshot picks port-level settings by number only"
+_DEST_PORT_BY_NAME = ("Istio 1.0 field; pymesh picks the destination port by number only (unset: the request's "
+                      "port, or the service's only port)")
+_ROUTE_NAME = ("Names the rule in `mesh.route()` and `pymesh explain`; access logs and metrics (telemetry) do not "
+               "carry it yet")
+_CALLER = "Decided once, against the mesh's `Workload`"
+_WARMUP = ("`pymesh/outbound/balancer.py` implements Envoy's slow start, but the runtime rebuilds a cluster's "
+           "balancer without the endpoints' join times, so a new endpoint ramps together with the old ones and "
+           "gets its full share at once")
+_MAX_CONNECTIONS = ("Counts toward the overflow limit with `http.http1MaxPendingRequests` (requests in flight "
+                    "beyond the two together get 503 UO), but connections are not capped: the endpoint pools are "
+                    "not sized by it, and without `http1MaxPendingRequests` it has no effect")
+_MIN_CLUSTER_SIZE = ("Envoy's zone-aware routing inside the client's region needs the client's own cluster "
+                     "membership; pymesh balances the region's zones as one level")
+_RETRY_BUDGET = ("Not passed on: the snapshot's merged policy drops it, so every cluster has pymesh's default "
+                 "budget (20% of requests plus 10 retries a second) and `maxRetries` applies; "
+                 "`pymesh/outbound/resilience/budget.py` and `limits.py` could take it")
+
+
+def _traffic_components(prefix: str) -> dict[str, Support]:
+    """The entries for ``loadBalancer``, ``connectionPool``, ``outlierDetection`` and ``tls`` under ``prefix``.
+
+    ``prefix`` is a TrafficPolicy or a port-level entry; all four hold the same messages.
+    """
+    lb, pool = f"{prefix}.loadBalancer", f"{prefix}.connectionPool"
+    return {
+        f"{lb}.*": _enforced(),
+        f"{lb}.zoneAwareLbSetting.minClusterSize": _accepted(BALANCING, _MIN_CLUSTER_SIZE),
+        f"{lb}.warmupDurationSecs": _accepted(BALANCING, _WARMUP),
+        f"{lb}.warmup.*": _accepted(BALANCING, _WARMUP),
+        pool: _enforced(),
+        f"{pool}.*": _accepted(RESILIENCE),
+        f"{pool}.tcp.maxConnections": _accepted(RESILIENCE, _MAX_CONNECTIONS),
+        f"{pool}.http": _enforced(),
+        f"{pool}.http.http1MaxPendingRequests": _enforced("With `tcp.maxConnections`: requests in flight beyond "
+                                                          "the two together get 503 UO at once (never queued); "
+                                                          "without it nothing is pending, as in Envoy"),
+        f"{pool}.http.http2MaxRequests": _enforced("Requests in flight beyond it get 503 UO at once"),
+        f"{pool}.http.maxRetries": _enforced("Retries in flight beyond it are not made (flag UO)"),
+        f"{prefix}.outlierDetection.*": _enforced(),
+        f"{prefix}.tls.*": _accepted(MTLS),
+    }
+
 
 _TABLE: dict[str, Support] = {
     # -- every document ------------------------------------------------------------------
@@ -105,14 +148,46 @@ _TABLE: dict[str, Support] = {
     "VirtualService.gateways": _enforced("Decides whether the rules apply at sidecars (`mesh`) or to the "
                                          "named gateways"),
     "VirtualService.exportTo": _enforced(),
-    "VirtualService.http.name": _accepted(TELEMETRY),
-    "VirtualService.http.match.name": _accepted(TELEMETRY),
+    "VirtualService.http": _enforced("Tried in order, the first rule whose `match` holds wins; a host a "
+                                     "VirtualService owns that no rule matches gets 404 NR"),
+    "VirtualService.http.name": _enforced(_ROUTE_NAME),
+    "VirtualService.http.match.*": _enforced(),
+    "VirtualService.http.match.name": _enforced(_ROUTE_NAME),
+    "VirtualService.http.match.sourceLabels": _enforced(_CALLER),
+    "VirtualService.http.match.sourceNamespace": _enforced(_CALLER),
+    "VirtualService.http.match.gateways": _enforced(_CALLER),
     "VirtualService.http.match.statPrefix": _ignored(_STATS_ONLY),
-    "VirtualService.http.timeout": _accepted(RESILIENCE),
-    "VirtualService.http.retries.*": _accepted(RESILIENCE),
-    "VirtualService.http.fault.*": _accepted(RESILIENCE),
+    "VirtualService.http.route.*": _enforced(),
+    "VirtualService.http.route.destination.port.name": _accepted(ROUTING, _DEST_PORT_BY_NAME),
+    "VirtualService.http.redirect.*": _enforced(),
+    "VirtualService.http.directResponse.*": _enforced(),
+    "VirtualService.http.delegate.*": _enforced(),
+    "VirtualService.http.rewrite.*": _enforced(),
+    "VirtualService.http.headers.*": _enforced(),
+    "VirtualService.http.appendHeaders": _enforced(),
+    "VirtualService.http.removeResponseHeaders": _enforced(),
+    "VirtualService.http.appendResponseHeaders": _enforced(),
+    "VirtualService.http.removeRequestHeaders": _enforced(),
+    "VirtualService.http.appendRequestHeaders": _enforced(),
+    "VirtualService.http.timeout": _enforced("Caps every try and backoff until the response headers arrive (not "
+                                             "the body; see [Differences from Istio](differences.md)); it starts "
+                                             "after an injected delay, as in Envoy"),
+    "VirtualService.http.retries.*": _enforced(),
+    "VirtualService.http.retries.retryOn": _enforced("`retriable-headers` and `http3-post-connect-failure` match "
+                                                     "nothing"),
+    "VirtualService.http.retries.retryIgnorePreviousHosts": _enforced("Dropped when the destination uses "
+                                                                      "consistent hashing, as in Istio"),
+    "VirtualService.http.fault.*": _enforced(),
     "VirtualService.http.fault.delay.exponentialDelay": _rejected("Istio does not support it either"),
     "VirtualService.http.fault.abort.http2Error": _rejected("Istio does not support it either"),
+    "VirtualService.http.mirror.*": _enforced(),
+    "VirtualService.http.mirror.port.name": _accepted(ROUTING, _DEST_PORT_BY_NAME),
+    "VirtualService.http.mirrors.*": _enforced(),
+    "VirtualService.http.mirrors.destination.port.name": _accepted(ROUTING, _DEST_PORT_BY_NAME),
+    "VirtualService.http.mirrorPercentage.*": _enforced(),
+    "VirtualService.http.mirrorPercent": _enforced(),
+    "VirtualService.http.corsPolicy.*": _accepted(CORS, "Shown by `mesh.route()` and `pymesh explain`; no "
+                                                  "preflight answers or CORS response headers yet"),
     "VirtualService.http.websocketUpgrade": _ignored("WebSocket upgrades are always allowed"),
     "VirtualService.tcp.*": _accepted(L4),
     "VirtualService.tcp.match.sourceSubnet": _ignored("Hidden in Istio's API and never used"),
@@ -131,23 +206,21 @@ _TABLE: dict[str, Support] = {
     "DestinationRule.trafficPolicy.portLevelSettings.port": _enforced(),
     "DestinationRule.trafficPolicy.portLevelSettings.port.number": _enforced(),
     "DestinationRule.trafficPolicy.portLevelSettings.port.name": _accepted(ROUTING, _PORT_BY_NAME),
-    "DestinationRule.trafficPolicy.loadBalancer.*": _accepted(BALANCING),
-    "DestinationRule.trafficPolicy.portLevelSettings.loadBalancer.*": _accepted(BALANCING),
-    "DestinationRule.trafficPolicy.tls.*": _accepted(MTLS),
-    "DestinationRule.trafficPolicy.portLevelSettings.tls.*": _accepted(MTLS),
+    **_traffic_components("DestinationRule.trafficPolicy"),
+    **_traffic_components("DestinationRule.trafficPolicy.portLevelSettings"),
     "DestinationRule.trafficPolicy.tunnel.*": _accepted(L4),
     "DestinationRule.trafficPolicy.proxyProtocol.*": _accepted(L4),
+    "DestinationRule.trafficPolicy.retryBudget.*": _accepted(RESILIENCE, _RETRY_BUDGET),
     "DestinationRule.subsets.trafficPolicy": _enforced(_DR_MERGE),
     "DestinationRule.subsets.trafficPolicy.portLevelSettings": _enforced(),
     "DestinationRule.subsets.trafficPolicy.portLevelSettings.port": _enforced(),
     "DestinationRule.subsets.trafficPolicy.portLevelSettings.port.number": _enforced(),
     "DestinationRule.subsets.trafficPolicy.portLevelSettings.port.name": _accepted(ROUTING, _PORT_BY_NAME),
-    "DestinationRule.subsets.trafficPolicy.loadBalancer.*": _accepted(BALANCING),
-    "DestinationRule.subsets.trafficPolicy.portLevelSettings.loadBalancer.*": _accepted(BALANCING),
-    "DestinationRule.subsets.trafficPolicy.tls.*": _accepted(MTLS),
-    "DestinationRule.subsets.trafficPolicy.portLevelSettings.tls.*": _accepted(MTLS),
+    **_traffic_components("DestinationRule.subsets.trafficPolicy"),
+    **_traffic_components("DestinationRule.subsets.trafficPolicy.portLevelSettings"),
     "DestinationRule.subsets.trafficPolicy.tunnel.*": _accepted(L4),
     "DestinationRule.subsets.trafficPolicy.proxyProtocol.*": _accepted(L4),
+    "DestinationRule.subsets.trafficPolicy.retryBudget.*": _accepted(RESILIENCE, _RETRY_BUDGET),
     "ServiceEntry": _accepted(ROUTING),
     "ServiceEntry.hosts": _enforced("Short names expand in the ServiceEntry's namespace"),
     "ServiceEntry.ports.*": _enforced(),
@@ -195,9 +268,10 @@ _TABLE: dict[str, Support] = {
     "MeshConfig.trustDomain": _enforced(),
     "MeshConfig.rootNamespace": _enforced("Policies and DestinationRules here apply mesh-wide"),
     "MeshConfig.trustDomainAliases": _accepted(AUTHZ),
-    "MeshConfig.outboundTrafficPolicy.*": _accepted(ROUTING),
+    "MeshConfig.outboundTrafficPolicy.*": _enforced("`REGISTRY_ONLY`: a host outside the registry gets 502 NR"),
     "MeshConfig.pathNormalization.*": _accepted(AUTHZ),
-    "MeshConfig.defaultHttpRetryPolicy.*": _accepted(RESILIENCE),
+    "MeshConfig.defaultHttpRetryPolicy.*": _enforced("For routes without `retries` and services without a "
+                                                     "VirtualService; a route's `retries` replaces it whole"),
     "MeshConfig.connectTimeout": _accepted(RESILIENCE),
     "MeshConfig.tcpKeepalive": _accepted(RESILIENCE),
     "MeshConfig.defaultTrafficPolicy": _accepted(RESILIENCE),
@@ -213,15 +287,16 @@ _TABLE: dict[str, Support] = {
     "MeshConfig.defaultProviders": _accepted(TELEMETRY),
     "MeshConfig.extensionProviders.*": _accepted(AUTHZ, "CUSTOM AuthorizationPolicy providers; tracing and "
                                                  "access-log providers for telemetry"),
-    "MeshConfig.localityLbSetting.*": _accepted(BALANCING),
+    "MeshConfig.localityLbSetting.*": _enforced("A DestinationRule's `localityLbSetting` or `zoneAwareLbSetting` "
+                                                "replaces it whole"),
     "MeshConfig.h2UpgradePolicy": _accepted(ROUTING),
     "MeshConfig.dnsRefreshRate": _accepted(ROUTING),
     "MeshConfig.serviceSettings": _accepted(ROUTING),
     "MeshConfig.defaultServiceExportTo": _accepted(ROUTING),
     "MeshConfig.defaultVirtualServiceExportTo": _accepted(ROUTING),
     "MeshConfig.defaultDestinationRuleExportTo": _accepted(ROUTING),
-    "MeshConfig.shadowHostSuffix": _accepted(ROUTING, "pymesh's own setting: Istio 1.27 and earlier append "
-                                             "`-shadow` to a mirrored request's host"),
+    "MeshConfig.shadowHostSuffix": _enforced("pymesh's own setting: Istio 1.27 and earlier append `-shadow` to a "
+                                             "mirrored request's host"),
     "MeshConfig.proxyListenPort": _ignored(_ENVOY_ONLY),
     "MeshConfig.proxyInboundListenPort": _ignored(_ENVOY_ONLY),
     "MeshConfig.proxyHttpPort": _ignored(_ENVOY_ONLY),

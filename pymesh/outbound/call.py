@@ -35,7 +35,7 @@ from pymesh.outbound.resilience.classify import Outcome as TryOutcome
 from pymesh.outbound.resilience.fault import ABORT_BODY, FaultVerdict, decide
 from pymesh.outbound.resilience.retry import ATTEMPT_HEADER, Retry, RetryState, Stop
 from pymesh.outbound.router import LocalReply, Mirror, Outcome, Target
-from pymesh.outbound.runtime import ClusterState
+from pymesh.outbound.runtime import DEFAULT_POOL, ClusterState, PoolSettings
 from pymesh.outbound.shaping import NO_OPS, HeaderOps, apply_headers
 from pymesh.snapshot.registry import ServicePort
 
@@ -114,6 +114,7 @@ class Attempt:
     index: int | None  # endpoint index in the cluster's balancer, when there is one
     ours_timeout: bool  # the read timeout is the mesh's (per-try or route), not the client's
     releases: list[Callable[[], None]] = field(default_factory=list)
+    pool: PoolSettings = DEFAULT_POOL
 
     def release(self) -> None:
         releases, self.releases = self.releases, []
@@ -205,7 +206,8 @@ class Call:
         if cluster.endpoints:
             snap = self.planner.mesh._live.snapshot
             state = runtime.entry(cluster, locality=snap.workload.locality, labels=snap.workload.labels,
-                                  mesh_locality=snap.mesh_config.locality_lb_setting)
+                                  mesh_locality=snap.mesh_config.locality_lb_setting,
+                                  connect_timeout=snap.mesh_config.connect_timeout)
             if state.hash_policy is not None:
                 self._hash_key, cookie = state.hash_policy.key(self.info, rng=runtime.rng)
                 self.set_cookie = cookie.header_value() if cookie is not None else None
@@ -265,12 +267,16 @@ class Call:
                 host, port = endpoint.address, endpoint.port_for(sport or ServicePort(outcome.port))
                 balancer.start(index)
                 releases.append(functools.partial(balancer.finish, index))
-        extensions, ours = self._timeouts(retry)
+        pool = state.pool if state is not None else DEFAULT_POOL
+        extensions, ours = self._timeouts(retry, pool.connect_timeout)
         scheme = "https" if self.info.scheme == "https" else "http"
         if scheme == "https":
             extensions.setdefault("sni_hostname", self.info.host)
+        headers = self._headers(retry.attempt)
+        if pool.close_after_each:
+            headers.append((b"connection", b"close"))  # maxRequestsPerConnection: 1
         return Attempt(EndpointAddress.of(scheme, host, port), self.request.method.encode("ascii"),
-                       outcome.path.encode("ascii"), self._headers(retry.attempt), extensions, index, ours, releases)
+                       outcome.path.encode("ascii"), headers, extensions, index, ours, releases, pool)
 
     def _overflow(self) -> LocalReply:
         retry = self.retry
@@ -279,10 +285,14 @@ class Call:
         status, body = LOCAL_REPLIES["UO"]
         return LocalReply(status, body, (OVERLOADED_HEADER,), "UO", "connection pool overflow")
 
-    def _timeouts(self, retry: RetryState) -> tuple[dict[str, Any], bool]:
+    def _timeouts(self, retry: RetryState, connect_timeout: float) -> tuple[dict[str, Any], bool]:
         extensions = dict(self.request.extensions)
         limit = retry.try_timeout()
         timeouts = dict(extensions.get("timeout") or {})
+        connect = timeouts.get("connect")
+        if connect is None or connect_timeout < connect:  # DestinationRule tcp.connectTimeout
+            timeouts["connect"] = connect_timeout
+            extensions["timeout"] = timeouts
         client_read = timeouts.get("read")
         ours = limit is not None and (client_read is None or limit < client_read)
         if ours:

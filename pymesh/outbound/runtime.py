@@ -12,6 +12,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pymesh.outbound.resilience.budget import RetryBudget
@@ -22,16 +23,16 @@ from pymesh.snapshot.clusters import Cluster, ClusterKey
 if TYPE_CHECKING:
     from pymesh.outbound.balancer import Balancer, HashPolicy
 
-__all__ = ["ClusterState", "Runtime"]
+__all__ = ["DEFAULT_POOL", "ClusterState", "PoolSettings", "Runtime"]
 
 
 class ClusterState:
     """One cluster's learned state: balancer, outlier detector, pool limits, retry budget."""
 
-    __slots__ = ("balancer", "budget", "cluster", "fingerprint", "hash_policy", "limits", "outlier")
+    __slots__ = ("balancer", "budget", "cluster", "fingerprint", "hash_policy", "limits", "outlier", "pool")
 
     def __init__(self, cluster: Cluster, fingerprint: tuple[Any, ...], balancer: Balancer,
-                 outlier: OutlierDetector | None, limits: Limits, budget: RetryBudget) -> None:
+                 outlier: OutlierDetector | None, limits: Limits, budget: RetryBudget, pool: PoolSettings) -> None:
         self.cluster = cluster
         self.fingerprint = fingerprint
         self.balancer = balancer
@@ -39,6 +40,31 @@ class ClusterState:
         self.outlier = outlier
         self.limits = limits
         self.budget = budget
+        self.pool = pool
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """How to size and time the endpoint pools of a cluster (DestinationRule ``connectionPool``)."""
+
+    max_connections: int | None = None  # tcp.maxConnections; None: unbounded, as Istio's default
+    keepalive_expiry: float = 5.0  # http.idleTimeout; httpx's default when unset (Istio's is 1 h)
+    connect_timeout: float = 10.0  # tcp.connectTimeout, else MeshConfig connectTimeout
+    close_after_each: bool = False  # http.maxRequestsPerConnection: 1 (keep-alive off)
+
+    @classmethod
+    def of(cls, pool: Any, mesh_connect_timeout: float) -> PoolSettings:
+        tcp = pool.tcp if pool is not None else None
+        http = pool.http if pool is not None else None
+        return cls(
+            max_connections=tcp.max_connections or None if tcp is not None else None,
+            keepalive_expiry=http.idle_timeout if http is not None and http.idle_timeout else 5.0,
+            connect_timeout=tcp.connect_timeout if tcp is not None and tcp.connect_timeout else mesh_connect_timeout,
+            close_after_each=http is not None and http.max_requests_per_connection == 1,
+        )
+
+
+DEFAULT_POOL = PoolSettings()
 
 
 class Runtime:
@@ -50,7 +76,8 @@ class Runtime:
         self.default_budget = RetryBudget(clock=clock)
         self._lock = threading.Lock()
 
-    def entry(self, cluster: Cluster, *, locality: str, labels: Any, mesh_locality: Any) -> ClusterState:
+    def entry(self, cluster: Cluster, *, locality: str, labels: Any, mesh_locality: Any,
+              connect_timeout: float = 10.0) -> ClusterState:
         """The state for ``cluster``: kept while its endpoints and policies stay the same.
 
         A changed outlier or pool policy rebuilds only that part's state; changed endpoints
@@ -63,7 +90,8 @@ class Runtime:
         policy = cluster.policy
         lb = policy.load_balancer
         od = policy.outlier_detection
-        fingerprint = (cluster.endpoints, lb, od, policy.connection_pool)
+        fingerprint = (cluster.endpoints, lb, od, mesh_locality, locality, policy.connection_pool,
+                       policy.retry_budget, connect_timeout)
         from pymesh.outbound.balancer import make_balancer
 
         with self._lock:
@@ -76,14 +104,18 @@ class Runtime:
                 lb, cluster.endpoints, client_locality=locality, client_labels=labels,
                 mesh_locality=mesh_locality, outlier_detection=od is not None,
                 panic_threshold=outlier_policy.min_health_percent if outlier_policy is not None else 50.0,
+                joined_at=entry.balancer.joined_at if entry is not None else None,  # slow start carries over
                 rng=self.rng, clock=self.clock,
             )
             outlier = (OutlierDetector(outlier_policy, len(cluster.endpoints), clock=self.clock)
                        if outlier_policy is not None else None)
-            limits = Limits(PoolLimits.compile(policy.connection_pool))
-            budget = entry.budget if entry is not None else RetryBudget(clock=self.clock)
-            if entry is not None and entry.fingerprint[:3] == fingerprint[:3]:
-                balancer, outlier = entry.balancer, entry.outlier  # only the pool policy changed
-            entry = ClusterState(cluster, fingerprint, balancer, outlier, limits, budget)
+            limits = Limits(PoolLimits.compile(policy.connection_pool, policy.retry_budget))
+            same_budget = entry is not None and entry.fingerprint[6] == policy.retry_budget
+            budget = entry.budget if entry is not None and same_budget else RetryBudget.from_istio(
+                policy.retry_budget, clock=self.clock)
+            if entry is not None and entry.fingerprint[:5] == fingerprint[:5]:
+                balancer, outlier = entry.balancer, entry.outlier  # only pool or budget policy changed
+            pool = PoolSettings.of(policy.connection_pool, connect_timeout)
+            entry = ClusterState(cluster, fingerprint, balancer, outlier, limits, budget, pool)
             self._entries[cluster.key] = entry
             return entry

@@ -34,6 +34,7 @@ from pymesh.outbound.engine import AsyncEndpointPool, EndpointAddress, EndpointP
 from pymesh.outbound.mirror import AsyncMirror, ThreadMirror
 from pymesh.outbound.resilience.retry import Retry
 from pymesh.outbound.router import LocalReply
+from pymesh.outbound.runtime import PoolSettings
 from pymesh.outbound.shaping import NO_OPS
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ class MeshTransport(httpx.BaseTransport):
 
     def __init__(self, mesh: Mesh, *, raise_errors: bool = False, mirror_capacity: int = 256) -> None:
         self._plan = Planner(mesh, raise_errors=raise_errors)
-        self._pools: dict[EndpointAddress, EndpointPool] = {}
+        self._pools: dict[tuple[EndpointAddress, PoolSettings], EndpointPool] = {}
         self._lock = threading.Lock()
         self._mirror = ThreadMirror(capacity=mirror_capacity)
 
@@ -92,14 +93,18 @@ class MeshTransport(httpx.BaseTransport):
     def mirror(self) -> ThreadMirror:
         return self._mirror
 
-    def _pool(self, address: EndpointAddress) -> EndpointPool:
-        pool = self._pools.get(address)
+    def _pool(self, attempt: Attempt) -> EndpointPool:
+        key = (attempt.address, attempt.pool)  # clusters that size their pools differently do not share
+        pool = self._pools.get(key)
         if pool is None:
             with self._lock:
-                pool = self._pools.get(address)
+                pool = self._pools.get(key)
                 if pool is None:
+                    address, settings = key
                     ssl_context = self._plan.ssl_context if address.scheme == b"https" else None
-                    pool = self._pools[address] = EndpointPool(address, ssl_context=ssl_context)
+                    pool = self._pools[key] = EndpointPool(
+                        address, ssl_context=ssl_context, max_connections=settings.max_connections,
+                        keepalive_expiry=settings.keepalive_expiry)
         return pool
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -153,7 +158,7 @@ class MeshTransport(httpx.BaseTransport):
             return call.answer(response)
 
     def _send(self, attempt: Attempt, request: httpx.Request) -> httpx.Response:
-        response = self._pool(attempt.address).send(attempt.method, attempt.target, attempt.headers, request.stream,
+        response = self._pool(attempt).send(attempt.method, attempt.target, attempt.headers, request.stream,
                                                     attempt.extensions, request)
         if attempt.releases:
             response.stream = _Released(response.stream, attempt.release)
@@ -184,18 +189,22 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, mesh: Mesh, *, raise_errors: bool = False, mirror_capacity: int = 256) -> None:
         self._plan = Planner(mesh, raise_errors=raise_errors)
-        self._pools: dict[EndpointAddress, AsyncEndpointPool] = {}
+        self._pools: dict[tuple[EndpointAddress, PoolSettings], AsyncEndpointPool] = {}
         self._mirror = AsyncMirror(capacity=mirror_capacity)
 
     @property
     def mirror(self) -> AsyncMirror:
         return self._mirror
 
-    def _pool(self, address: EndpointAddress) -> AsyncEndpointPool:
-        pool = self._pools.get(address)
+    def _pool(self, attempt: Attempt) -> AsyncEndpointPool:
+        key = (attempt.address, attempt.pool)
+        pool = self._pools.get(key)
         if pool is None:  # one event loop drives this transport: no lock needed
+            address, settings = key
             ssl_context = self._plan.ssl_context if address.scheme == b"https" else None
-            pool = self._pools[address] = AsyncEndpointPool(address, ssl_context=ssl_context)
+            pool = self._pools[key] = AsyncEndpointPool(
+                address, ssl_context=ssl_context, max_connections=settings.max_connections,
+                keepalive_expiry=settings.keepalive_expiry)
         return pool
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -249,7 +258,7 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
             return call.answer(response)
 
     async def _send(self, attempt: Attempt, request: httpx.Request) -> httpx.Response:
-        response = await self._pool(attempt.address).send(attempt.method, attempt.target, attempt.headers,
+        response = await self._pool(attempt).send(attempt.method, attempt.target, attempt.headers,
                                                           request.stream, attempt.extensions, request)
         if attempt.releases:
             response.stream = _AsyncReleased(response.stream, attempt.release)

@@ -45,6 +45,7 @@ class TrafficPolicy:
     connection_pool: Any = None
     outlier_detection: Any = None
     tls: Any = None
+    retry_budget: Any = None  # top and subset level only: port-level entries have none
 
     def override(self, other: Any) -> TrafficPolicy:
         """Each component ``other`` (a config TrafficPolicy or port policy) sets replaces ours."""
@@ -53,12 +54,14 @@ class TrafficPolicy:
             connection_pool=other.connection_pool or self.connection_pool,
             outlier_detection=other.outlier_detection or self.outlier_detection,
             tls=other.tls or self.tls,
+            retry_budget=getattr(other, "retry_budget", None) or self.retry_budget,
         )
 
     @staticmethod
-    def whole(other: Any) -> TrafficPolicy:
-        """A port-level entry replaces all four, unset ones falling back to defaults."""
-        return TrafficPolicy(other.load_balancer, other.connection_pool, other.outlier_detection, other.tls)
+    def whole(other: Any, retry_budget: Any = None) -> TrafficPolicy:
+        """A port-level entry replaces the four components, unset ones falling back to defaults."""
+        return TrafficPolicy(other.load_balancer, other.connection_pool, other.outlier_detection, other.tls,
+                             retry_budget)
 
 
 _NONE = TrafficPolicy()
@@ -174,7 +177,8 @@ class ClusterTable:
             tp = rule.traffic_policy
             if tp is not None:
                 port_tp = tp.for_port(key.port) if key.port else None
-                policy = TrafficPolicy.whole(port_tp) if port_tp is not None else _NONE.override(tp)
+                policy = (TrafficPolicy.whole(port_tp, tp.retry_budget) if port_tp is not None
+                          else _NONE.override(tp))
             sub = rule.subsets.get(key.subset) if key.subset else None
             if sub is not None:
                 defined = True
@@ -182,7 +186,9 @@ class ClusterTable:
                 stp = sub.traffic_policy
                 if stp is not None:
                     port_stp = stp.for_port(key.port) if key.port else None
-                    policy = TrafficPolicy.whole(port_stp) if port_stp is not None else policy.override(stp)
+                    budget = stp.retry_budget or policy.retry_budget
+                    policy = (TrafficPolicy.whole(port_stp, budget) if port_stp is not None
+                              else policy.override(stp))
         endpoints: tuple[Endpoint, ...] = ()
         if service is not None:
             endpoints = tuple(e for e in service.endpoints if e.has_labels(labels))

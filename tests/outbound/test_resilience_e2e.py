@@ -104,30 +104,60 @@ class Gauge:
 Outcome = httpx.Response | BaseException
 
 
-def fire(sender: Sender, n: int, method: str, url: str, *,
-         kw: Callable[[int], Mapping[str, Any]] = lambda i: {}) -> list[Outcome]:
-    """Send ``n`` requests at once (threads, or tasks on the sender's loop); each response or exception."""
+def fire_timed(sender: Sender, n: int, method: str, url: str, *,
+               kw: Callable[[int], Mapping[str, Any]] = lambda i: {}) -> list[tuple[Outcome, float]]:
+    """Send ``n`` requests at once (threads, or tasks on the sender's loop): each outcome and its duration.
+
+    An outcome is the response, or the exception the request raised.
+    """
     if isinstance(sender.client, httpx.Client):
         client = sender.client
 
-        def one(i: int) -> Outcome:
+        def one(i: int) -> tuple[Outcome, float]:
+            start = time.monotonic()
             try:
-                return client.request(method, url, **kw(i))
+                out: Outcome = client.request(method, url, **kw(i))
             except Exception as exc:  # noqa: BLE001  (collected for the test to judge)
-                return exc
+                out = exc
+            return out, time.monotonic() - start
 
         with ThreadPoolExecutor(max_workers=n) as pool:
             return list(pool.map(one, range(n)))
     aclient = sender.client
     assert isinstance(aclient, httpx.AsyncClient)
 
-    async def run() -> list[Outcome]:
-        return await asyncio.gather(*(aclient.request(method, url, **kw(i)) for i in range(n)),
-                                    return_exceptions=True)
+    async def aone(i: int) -> tuple[Outcome, float]:
+        start = time.monotonic()
+        try:
+            out: Outcome = await aclient.request(method, url, **kw(i))
+        except Exception as exc:  # noqa: BLE001
+            out = exc
+        return out, time.monotonic() - start
+
+    async def run() -> list[tuple[Outcome, float]]:
+        return await asyncio.gather(*(aone(i) for i in range(n)))
 
     loop = sender._loop
     assert loop is not None
     return loop.run_until_complete(run())
+
+
+def fire(sender: Sender, n: int, method: str, url: str, *,
+         kw: Callable[[int], Mapping[str, Any]] = lambda i: {}) -> list[Outcome]:
+    """``fire_timed`` without the durations."""
+    return [out for out, _ in fire_timed(sender, n, method, url, kw=kw)]
+
+
+def listen_wide(up: Upstream, backlog: int = 1024) -> Upstream:
+    """Give a started upstream a deep accept queue (``socketserver``'s default is 5).
+
+    Under a burst of new connections a queue of 5 overflows and the kernel drops SYNs, which
+    the client resends after 1 s: slow tests, and timings that measure the kernel, not the mesh.
+    """
+    server = up._server
+    assert server is not None
+    server.socket.listen(backlog)
+    return up
 
 
 def responses(outcomes: Sequence[Outcome]) -> list[httpx.Response]:
