@@ -17,6 +17,8 @@ from pymesh.errors import (
     NoRouteError,
     RouteNotFoundError,
     UpstreamConnectError,
+    UpstreamOverflowError,
+    UpstreamTimeoutError,
 )
 from pymesh.mesh import Mesh
 from pymesh.outbound.decision import RouteDecision
@@ -35,6 +37,8 @@ __all__ = [
     "RouteDecision",
     "RouteNotFoundError",
     "UpstreamConnectError",
+    "UpstreamOverflowError",
+    "UpstreamTimeoutError",
     "Workload",
     "__version__",
 ]
@@ -50,6 +54,8 @@ for _cls in (
     RouteDecision,
     RouteNotFoundError,
     UpstreamConnectError,
+    UpstreamOverflowError,
+    UpstreamTimeoutError,
     Workload,
 ):
     _cls.__module__ = "pymesh"

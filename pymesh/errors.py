@@ -7,7 +7,9 @@
         │                                            raised instead of the response with raise_errors=True
         ├── RouteNotFoundError (also NoRouteError)    404 NR, or 502 under REGISTRY_ONLY
         ├── NoHealthyUpstreamError (also httpx.ConnectError)  503 UH / NC
-        └── UpstreamConnectError (also httpx.ConnectError)    503 UF / UC
+        ├── UpstreamConnectError (also httpx.ConnectError)    503 UF / UC
+        ├── UpstreamTimeoutError (also httpx.TimeoutException) 504 UT
+        └── UpstreamOverflowError (also httpx.PoolTimeout)    503 UO: a connection-pool limit
 
 Later parts add their errors under ``MeshError`` here, mixing in the httpx class an
 existing handler would catch.
@@ -30,6 +32,8 @@ __all__ = [
     "NoRouteError",
     "RouteNotFoundError",
     "UpstreamConnectError",
+    "UpstreamOverflowError",
+    "UpstreamTimeoutError",
 ]
 
 Severity = Literal["error", "warning"]
@@ -133,3 +137,11 @@ class NoHealthyUpstreamError(MeshRequestError, httpx.ConnectError):
 
 class UpstreamConnectError(MeshRequestError, httpx.ConnectError):
     """The upstream could not be reached (UF) or reset before answering (UC)."""
+
+
+class UpstreamTimeoutError(MeshRequestError, httpx.TimeoutException):
+    """The route timeout (or the last per-try timeout) expired (504 UT)."""
+
+
+class UpstreamOverflowError(MeshRequestError, httpx.PoolTimeout):
+    """A DestinationRule connection-pool limit was full (503 UO); never queued, never retried."""

@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from pymesh.errors import MeshRequestError, NoHealthyUpstreamError, RouteNotFoundError, UpstreamConnectError
+from pymesh.errors import (
+    MeshRequestError,
+    NoHealthyUpstreamError,
+    RouteNotFoundError,
+    UpstreamConnectError,
+    UpstreamOverflowError,
+    UpstreamTimeoutError,
+)
 from pymesh.outbound.engine import EndpointAddress
 from pymesh.outbound.request import RequestInfo
 from pymesh.outbound.resilience.classify import LOCAL_REPLIES, OVERLOADED_HEADER, classified_headers, classify
@@ -45,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["Attempt", "Call", "Planner", "request_info"]
 
 FLAGS_HEADER = "x-pymesh-flags"
+_ATTEMPT = ATTEMPT_HEADER.encode("latin-1")
 REPLAY_LIMIT = 1024 * 1024  # bytes: Envoy's default per-request buffer; larger bodies are sent once
 _UH_BODY = b"no healthy upstream"
 
@@ -93,10 +101,15 @@ def apply_response_ops(response: httpx.Response, ops: HeaderOps, extra: tuple[tu
 
 def error_for(reply: LocalReply, request: httpx.Request) -> MeshRequestError:
     cls: type[MeshRequestError]
-    if reply.flags == "NR":
+    flags = set(reply.flags.split(","))
+    if "NR" in flags:
         cls = RouteNotFoundError
-    elif reply.flags in ("UH", "NC"):
+    elif flags & {"UH", "NC"}:
         cls = NoHealthyUpstreamError
+    elif "UT" in flags:
+        cls = UpstreamTimeoutError
+    elif "UO" in flags:
+        cls = UpstreamOverflowError
     else:
         cls = UpstreamConnectError
     return cls(f"{reply.status} {reply.flags}: {reply.reason}", request=request, status=reply.status, flags=reply.flags)
@@ -159,8 +172,8 @@ class Planner:
 class Call:
     """The state of one routed request across its tries."""
 
-    __slots__ = ("_cluster_state", "_cookie", "_hash_key", "info", "outcome", "planner", "request", "retry",
-                 "route", "set_cookie", "target")
+    __slots__ = ("_cluster_state", "_cookie", "_hash_key", "fault_flags", "info", "outcome", "planner", "request",
+                 "retry", "route", "set_cookie", "target")
 
     def __init__(self, planner: Planner, request: httpx.Request, info: RequestInfo, outcome: Outcome) -> None:
         self.planner = planner
@@ -178,12 +191,18 @@ class Call:
         self._cluster_state: ClusterState | None = None
         self._hash_key: bytes | None = None
         self._cookie = False
+        self.fault_flags = ""  # "DI" once a delay was injected: added to whatever answer follows
 
     # -- before the first try -----------------------------------------------------------
 
     def fault(self) -> FaultVerdict | None:
         policy = self.route.fault_policy
-        return None if policy is None else decide(policy, self.planner.mesh._runtime.rng)
+        if policy is None:
+            return None
+        verdict = decide(policy, self.planner.mesh._runtime.rng)
+        if verdict.delay_seconds is not None:
+            self.fault_flags = "DI"
+        return verdict
 
     def abort(self, verdict: FaultVerdict) -> httpx.Response:
         if verdict.grpc_status is not None:
@@ -304,8 +323,11 @@ class Call:
 
     def _headers(self, attempt: int) -> list[tuple[bytes, bytes]]:
         info, outcome = self.info, self.outcome
-        headers = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in self.request.headers.raw]
         ops = self.target.request_ops
+        if not ops and outcome.path == info.path and outcome.authority is None:
+            # The common case: the caller's headers go as they are, plus the attempt count.
+            return [*self.request.headers.raw, (_ATTEMPT, str(attempt).encode())]
+        headers = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in self.request.headers.raw]
         if ops:
             headers = apply_headers(headers, ops)
         if outcome.path != info.path:
@@ -343,7 +365,9 @@ class Call:
         return retry.record(result, attempt.index)
 
     def answer(self, response: httpx.Response) -> httpx.Response:
-        extra = (("set-cookie", self.set_cookie),) if self.set_cookie is not None else ()
+        extra: tuple[tuple[str, str], ...] = (("set-cookie", self.set_cookie),) if self.set_cookie is not None else ()
+        if self.fault_flags:
+            extra = (*extra, (FLAGS_HEADER, self.fault_flags))
         apply_response_ops(response, self.target.response_ops or self.route.response_ops, extra)
         return response
 
@@ -351,7 +375,7 @@ class Call:
         """The local reply for a last try that ended without a response."""
         reply = result.reply
         status, body = reply if reply is not None else (503, b"")
-        flags = verdict.flags or result.flag
+        flags = ",".join(f for f in (self.fault_flags, verdict.flags or result.flag) if f)
         headers: tuple[tuple[str, str], ...] = (OVERLOADED_HEADER,) if result.flag == "UO" else ()
         local = LocalReply(status, body, headers, flags, verdict.reason)
         if self.planner.raise_errors:

@@ -13,8 +13,8 @@ from urllib.parse import parse_qsl
 __all__ = ["RequestInfo"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RequestInfo:
+@dataclass(slots=True, kw_only=True)
+class RequestInfo:  # one per request; treat as read-only (a frozen dataclass costs ~3 µs more to build)
     method: str
     scheme: str  # "http" or "https"
     host: str  # lower-case, without port
@@ -44,8 +44,7 @@ class RequestInfo:
             if q >= 0:
                 for name, value in parse_qsl(self.path[q + 1 :], keep_blank_values=True):
                     params.setdefault(name, value)
-            cached = params
-            object.__setattr__(self, "_query", cached)
+            cached = self._query = params
         return cached
 
     @property

@@ -23,6 +23,7 @@ other ``*_e2e`` files of this issue.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -117,7 +118,7 @@ def fire_timed(sender: Sender, n: int, method: str, url: str, *,
             start = time.monotonic()
             try:
                 out: Outcome = client.request(method, url, **kw(i))
-            except Exception as exc:  # noqa: BLE001  (collected for the test to judge)
+            except Exception as exc:  # collected for the test to judge
                 out = exc
             return out, time.monotonic() - start
 
@@ -130,7 +131,7 @@ def fire_timed(sender: Sender, n: int, method: str, url: str, *,
         start = time.monotonic()
         try:
             out: Outcome = await aclient.request(method, url, **kw(i))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             out = exc
         return out, time.monotonic() - start
 
@@ -190,18 +191,27 @@ def dead_service_yaml(host: str, namespace: str, live: Sequence[Upstream], dead_
     return text
 
 
-@pytest.fixture
-def dead_port() -> Iterator[Callable[[], int]]:
-    """``dead_port()``: a loopback port nothing listens on (bound, then closed)."""
-    import socket
+def count_connections(up: Upstream) -> Callable[[], int]:
+    """Count the connections a started upstream accepts from now on; returns the reader."""
+    server = up._server
+    assert server is not None
+    accepted = [0]
+    accept = server.get_request
 
-    def make() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-        return port
+    def counting() -> Any:
+        accepted[0] += 1
+        return accept()
 
-    yield make
+    server.get_request = counting  # type: ignore[method-assign]
+    return lambda: accepted[0]
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 def attempts_seen(up: Upstream) -> list[str]:
@@ -265,9 +275,9 @@ def test_attempts_bound_the_tries_and_the_last_answer_reaches_the_caller(
 
 
 def test_connect_failures_exhaust_into_a_local_reply_flagged_uf_urx(
-    make_mesh: MakeMesh, connect: Connect, dead_port: Callable[[], int]
+    make_mesh: MakeMesh, connect: Connect
 ) -> None:
-    mesh = make_mesh(docs(dead_service_yaml("svc", "ns1", [], [dead_port()]),
+    mesh = make_mesh(docs(dead_service_yaml("svc", "ns1", [], [free_port()]),
                           route_vs("retries: {attempts: 2, retryOn: connect-failure}")))
     r = connect(mesh).get(URL)
     assert r.status_code == 503
@@ -276,9 +286,9 @@ def test_connect_failures_exhaust_into_a_local_reply_flagged_uf_urx(
 
 
 def test_connect_failure_with_raise_errors_raises_a_typed_connect_error(
-    make_mesh: MakeMesh, connect: Connect, dead_port: Callable[[], int]
+    make_mesh: MakeMesh, connect: Connect
 ) -> None:
-    mesh = make_mesh(docs(dead_service_yaml("svc", "ns1", [], [dead_port()]), route_vs()))
+    mesh = make_mesh(docs(dead_service_yaml("svc", "ns1", [], [free_port()]), route_vs()))
     sender = connect(mesh, raise_errors=True)
     with pytest.raises(pymesh.UpstreamConnectError) as info:
         sender.get(URL)
@@ -340,10 +350,10 @@ def test_default_policy_does_not_retry_a_503(
 
 @pytest.mark.parametrize("with_vs", [True, False], ids=["vs-without-retries", "no-virtual-service"])
 def test_default_policy_retries_a_connect_failure_on_a_live_endpoint(
-    servers: StartUpstream, make_mesh: MakeMesh, connect: Connect, dead_port: Callable[[], int], with_vs: bool
+    servers: StartUpstream, make_mesh: MakeMesh, connect: Connect, with_vs: bool
 ) -> None:
     live = servers("svc-live")
-    mesh = make_mesh(docs(dead_service_yaml("svc", "ns1", [live], [dead_port()]), route_vs() if with_vs else ""))
+    mesh = make_mesh(docs(dead_service_yaml("svc", "ns1", [live], [free_port()]), route_vs() if with_vs else ""))
     sender = connect(mesh)
     n = 24
     for r in sender.many(n, URL, method="POST", content=BODY):
@@ -356,19 +366,19 @@ def test_default_policy_retries_a_connect_failure_on_a_live_endpoint(
 
 
 def test_default_policy_makes_two_retries_on_connect_failure(
-    make_mesh: MakeMesh, connect: Connect, dead_port: Callable[[], int]
+    make_mesh: MakeMesh, connect: Connect
 ) -> None:
-    ports = [dead_port() for _ in range(3)]
+    ports = [free_port() for _ in range(3)]
     mesh = make_mesh(docs(dead_service_yaml("svc", "ns1", [], ports), route_vs()))
     r = connect(mesh).get(URL)
     assert (r.status_code, r.headers[FLAGS]) == (503, "UF,URX")  # 1 + 2 tries, then exhausted
 
 
 def test_default_policy_three_dead_of_four_is_still_answered(
-    servers: StartUpstream, make_mesh: MakeMesh, connect: Connect, dead_port: Callable[[], int]
+    servers: StartUpstream, make_mesh: MakeMesh, connect: Connect
 ) -> None:
     live = servers("svc-live")
-    mesh = make_mesh(docs(dead_service_yaml("svc", "ns1", [live], [dead_port(), dead_port()]), route_vs()))
+    mesh = make_mesh(docs(dead_service_yaml("svc", "ns1", [live], [free_port(), free_port()]), route_vs()))
     sender = connect(mesh)
     # Two dead of three: previous-hosts means the third try at the latest is the live one.
     for r in sender.many(12, URL):
@@ -389,11 +399,29 @@ def test_mesh_default_http_retry_policy_replaces_istios_default(
     assert all(x.body == BODY for x in up.received)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: docs/resilience.md says 'a failed try's response is closed before the next try, so its "
+    "connection goes back to its pool'; the drivers close it unread (transport._tries: response.close() / "
+    "aclose()) and httpcore discards a connection whose response body was not read, so every retry of an "
+    "answered failure opens a new connection (3 tries: 3 connections)"))
+def test_retried_answer_gives_its_connection_back_to_the_pool(
+    servers: StartUpstream, make_mesh: MakeMesh, connect: Connect
+) -> None:
+    up = servers("svc-v1")
+    up.respond(Script(503, 503, 200))
+    accepted = count_connections(up)
+    mesh = make_mesh(docs(service_yaml("svc", "ns1", [up]), route_vs("retries: {attempts: 3, retryOn: '503'}")))
+    r = connect(mesh).get(URL)
+    assert r.status_code == 200
+    assert up.count() == 3
+    assert accepted() == 1  # the small 503 bodies could have been drained and the connection kept
+
+
 # -- attempts: 0 ----------------------------------------------------------------------------------
 
 
 def test_attempts_zero_disables_retries(
-    servers: StartUpstream, make_mesh: MakeMesh, connect: Connect, dead_port: Callable[[], int]
+    servers: StartUpstream, make_mesh: MakeMesh, connect: Connect
 ) -> None:
     up = servers("svc-v1")
     up.respond(Script(503, 200))
@@ -401,18 +429,18 @@ def test_attempts_zero_disables_retries(
     r = connect(mesh).get(URL)
     assert (r.status_code, up.count()) == (503, 1)
 
-    dead = make_mesh(docs(dead_service_yaml("svc", "ns1", [], [dead_port()]), route_vs("retries: {attempts: 0}")))
+    dead = make_mesh(docs(dead_service_yaml("svc", "ns1", [], [free_port()]), route_vs("retries: {attempts: 0}")))
     r = connect(dead).get(URL)
     assert (r.status_code, r.headers[FLAGS]) == (503, "UF")  # one try, no URX: nothing was retried
 
 
 def test_tutorial_no_retries_file_turns_off_the_default_connect_failure_retry(
-    servers: StartUpstream, make_mesh: MakeMesh, connect: Connect, dead_port: Callable[[], int]
+    servers: StartUpstream, make_mesh: MakeMesh, connect: Connect
 ) -> None:
     live = servers("recommendation-v1", {"version": "v1"})
     text = (TUTORIAL / "virtual-service-no-retries.yml").read_text()
     assert text.count("attempts: 0") == 3
-    mesh = make_mesh(docs(dead_service_yaml("recommendation", "tutorial", [live], [dead_port()]), text),
+    mesh = make_mesh(docs(dead_service_yaml("recommendation", "tutorial", [live], [free_port()]), text),
                      namespace="tutorial", name="preference")
     assert mesh.route("GET", "http://recommendation:8080/").virtual_service == "tutorial/no-retries-recommendation"
     statuses = [r.status_code for r in connect(mesh).many(30, "http://recommendation:8080/")]
@@ -456,9 +484,9 @@ def test_streaming_body_is_sent_once_and_never_retried(
 
 
 def test_streaming_body_to_a_dead_endpoint_gives_the_connect_failure_not_stream_consumed(
-    make_mesh: MakeMesh, connect: Connect, dead_port: Callable[[], int]
+    make_mesh: MakeMesh, connect: Connect
 ) -> None:
-    mesh = make_mesh(docs(dead_service_yaml("svc", "ns1", [], [dead_port()]), route_vs()))
+    mesh = make_mesh(docs(dead_service_yaml("svc", "ns1", [], [free_port()]), route_vs()))
     sender = connect(mesh)
     stream: Any = _chunks(BODY) if sender.mode == "sync" else _achunks(BODY)
     r = sender.send("POST", URL, content=stream, headers={"content-length": str(len(BODY))})
@@ -475,7 +503,7 @@ def test_body_over_the_replay_buffer_is_sent_once_and_never_retried(
     big = bytes(range(256)) * (REPLAY_LIMIT // 256) + b"!"
     r = sender.send("POST", URL, content=big)
     assert r.status_code == 503
-    assert len(up.received) == 1 and up.received[0].body == big
+    assert [x.body for x in up.received] == [big]
     # At the limit exactly, the body is buffered and replayed.
     up.reset()
     up.respond(Script(503, 200))

@@ -105,8 +105,8 @@ def test_route_timeout_caps_every_try_and_backoff(
     up = servers("svc-slow")
     script = Script(200, delay=SLOW)
     up.respond(script)
-    mesh = make_mesh(docs(service_yaml("svc", "ns1", [up]),
-                          route_vs("timeout: 1s\n    retries: {attempts: 3, perTryTimeout: 0.4s, retryOn: '5xx,reset'}")))
+    retries = "retries: {attempts: 3, perTryTimeout: 0.4s, retryOn: '5xx,reset'}"
+    mesh = make_mesh(docs(service_yaml("svc", "ns1", [up]), route_vs(f"timeout: 1s\n    {retries}")))
     sender = connect(mesh)
     start = time.monotonic()
     r = sender.send("POST", URL, content=BODY)
