@@ -364,10 +364,12 @@ class Call:
         assert retry is not None
         return retry.record(result, attempt.index)
 
-    def answer(self, response: httpx.Response) -> httpx.Response:
+    def answer(self, response: httpx.Response, verdict: Stop | None = None) -> httpx.Response:
+        """The upstream's answer for the caller, with the flags of how it came to be (DI, URX, UO)."""
         extra: tuple[tuple[str, str], ...] = (("set-cookie", self.set_cookie),) if self.set_cookie is not None else ()
-        if self.fault_flags:
-            extra = (*extra, (FLAGS_HEADER, self.fault_flags))
+        flags = ",".join(f for f in (self.fault_flags, verdict.flags if verdict is not None else "") if f)
+        if flags:
+            extra = (*extra, (FLAGS_HEADER, flags))
         apply_response_ops(response, self.target.response_ops or self.route.response_ops, extra)
         return response
 

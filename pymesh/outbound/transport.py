@@ -80,6 +80,36 @@ class _AsyncReleased(httpx.AsyncByteStream):
                 release()
 
 
+_DRAIN_LIMIT = 64 * 1024  # read a retried answer up to this, so its connection can be reused
+
+
+def _small(response: httpx.Response) -> bool:
+    length = response.headers.get("content-length")
+    return length is not None and length.isdigit() and int(length) <= _DRAIN_LIMIT
+
+
+def _drain(response: httpx.Response) -> None:
+    """Close a try's answer before the next try; read it first when small (httpcore reuses the
+    connection only after the body was read)."""
+    try:
+        if _small(response):
+            response.read()
+    except httpx.HTTPError:
+        pass
+    finally:
+        response.close()
+
+
+async def _adrain(response: httpx.Response) -> None:
+    try:
+        if _small(response):
+            await response.aread()
+    except httpx.HTTPError:
+        pass
+    finally:
+        await response.aclose()
+
+
 class MeshTransport(httpx.BaseTransport):
     """An ``httpx.BaseTransport`` that routes every request through the mesh."""
 
@@ -152,10 +182,10 @@ class MeshTransport(httpx.BaseTransport):
                 raise
             verdict_ = call.responded(attempt, response)
             if isinstance(verdict_, Retry):
-                response.close()
+                _drain(response)
                 time.sleep(verdict_.delay)
                 continue
-            return call.answer(response)
+            return call.answer(response, verdict_)
 
     def _send(self, attempt: Attempt, request: httpx.Request) -> httpx.Response:
         response = self._pool(attempt).send(attempt.method, attempt.target, attempt.headers, request.stream,
@@ -252,10 +282,10 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
                 raise
             verdict_ = call.responded(attempt, response)
             if isinstance(verdict_, Retry):
-                await response.aclose()
+                await _adrain(response)
                 await asyncio.sleep(verdict_.delay)
                 continue
-            return call.answer(response)
+            return call.answer(response, verdict_)
 
     async def _send(self, attempt: Attempt, request: httpx.Request) -> httpx.Response:
         response = await self._pool(attempt).send(attempt.method, attempt.target, attempt.headers,
