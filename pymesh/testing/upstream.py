@@ -40,6 +40,10 @@ class Reply:
 Behaviour = Callable[[Received], Reply]
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # socketserver's 5 drops handshakes under a burst of new connections
+
+
 @dataclass(eq=False)
 class Upstream:
     """A workload instance: ``name`` (e.g. "recommendation-v2") and its labels."""
@@ -129,7 +133,7 @@ class Upstream:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _handle
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server = _Server(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},

@@ -257,11 +257,13 @@ class Sent:
     body: bytes
     status: int
     flags: str
+    local: bool  # a reply the mesh made (no upstream answer)
     answered_by: str | None
     seconds: float
 
 
 ROUTE_TIMEOUT = 1.0
+LOCAL_BODIES = ("upstream connect error", "upstream request timeout", "no healthy upstream")
 ATTEMPTS = 2  # retries: at most 1 + ATTEMPTS tries per request
 PAUSE = 0.02
 
@@ -301,8 +303,9 @@ def test_chaos_every_caller_answered_in_time_and_no_body_lost_or_duplicated(
 
     def record(rid: str, body: bytes, r: httpx.Response, seconds: float) -> None:
         by = echo(r)["name"] if r.status_code == 200 else None
+        local = r.text.startswith(LOCAL_BODIES)
         with lock:
-            sent.append(Sent(rid, body, r.status_code, r.headers.get(FLAGS, ""), by, seconds))
+            sent.append(Sent(rid, body, r.status_code, r.headers.get(FLAGS, ""), local, by, seconds))
 
     def body_for(w: int, k: int) -> tuple[str, bytes]:
         rid = f"{w}-{k}"
@@ -350,7 +353,7 @@ def test_chaos_every_caller_answered_in_time_and_no_body_lost_or_duplicated(
     assert len(sent) >= workers * 3, len(sent)
     # Every caller got an answer, and within the route timeout (plus scheduling slack).
     slowest = max(s.seconds for s in sent)
-    assert slowest <= ROUTE_TIMEOUT + 0.75, slowest
+    assert slowest <= ROUTE_TIMEOUT + 1.0, slowest
     arrivals: dict[str, list[tuple[str, Received]]] = {}
     for up in ups:
         for x in up.received:
@@ -367,8 +370,9 @@ def test_chaos_every_caller_answered_in_time_and_no_body_lost_or_duplicated(
         assert set(tries) <= {str(n) for n in range(1, 2 + ATTEMPTS)}, (s.id, tries)
         if s.status == 200:  # delivered: the answering upstream got this very body
             assert any(name == s.answered_by for name, _ in got), s.id
-        elif not s.flags:  # an upstream's own failure answer: it was delivered
+        elif not s.local:  # an upstream's own failure answer: it was delivered
             assert got, s.id
+            assert set(s.flags.split(",")) <= {"", "URX", "UO"}, s.flags
         else:  # a local reply: a connect failure, a cut try, an overflow or no healthy host
             assert set(s.flags.split(",")) <= {"UF", "UT", "UO", "UH", "URX", "UC"}, s.flags
     assert statuses["200"] >= len(sent) // 3, statuses  # the good endpoints carried the load

@@ -12,8 +12,8 @@ and ``-delay.yml`` (``percent: 50``, 7 s, replaced by a short delay).
 
 What reaches the caller: an abort is a local reply with ``x-pymesh-flags: FI`` (``DI,FI`` when
 it was delayed too), returned even with ``raise_errors=True`` (a fault is an answer, not an
-error). A delayed request that is not aborted returns the upstream's answer; the docs say it
-carries ``x-pymesh-flags: DI``, which the drivers do not add (an xfail below).
+error). A delayed request that is not aborted gets the upstream's answer with ``x-pymesh-flags:
+DI`` added, and DI joins whatever local reply follows (``DI,UT`` after a route timeout).
 """
 
 from __future__ import annotations
@@ -153,15 +153,12 @@ def test_delay_adds_the_fixed_delay(servers: StartUpstream, make_mesh: MakeMesh,
     for _ in range(2):
         r, elapsed = timed(sender, "POST", URL, content=BODY)
         assert served_by(r) == "svc-v1"
+        assert r.headers[FLAGS] == "DI"
         assert 0.29 <= elapsed < 1.3, elapsed
     assert up.count() == 2
     assert all(x.body == BODY for x in up.received)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: docs/resilience.md says responses carry x-pymesh-flags: DI when delayed; a delayed request "
-    "that is not aborted returns the upstream answer untouched (transport: call.answer(response) never "
-    "adds the fault verdict's flags), so the caller cannot see the delay was injected"))
 def test_delayed_answer_is_flagged_di(servers: StartUpstream, make_mesh: MakeMesh, connect: Connect) -> None:
     up = servers("svc-v1")
     mesh = make_mesh(docs(service_yaml("svc", "ns1", [up]),
@@ -179,6 +176,7 @@ def test_delay_does_not_count_against_the_route_timeout(
                           fault_vs("{delay: {fixedDelay: 0.5s, percentage: {value: 100}}}", "timeout: 0.3s")))
     r, elapsed = timed(connect(mesh), "GET", URL)
     assert served_by(r) == "svc-v1"  # the 0.3 s timeout starts after the 0.5 s delay
+    assert r.headers[FLAGS] == "DI"
     assert elapsed >= 0.49
 
 
@@ -190,7 +188,7 @@ def test_route_timeout_starts_after_the_delay(
     mesh = make_mesh(docs(service_yaml("svc", "ns1", [up]),
                           fault_vs("{delay: {fixedDelay: 0.3s, percentage: {value: 100}}}", "timeout: 0.4s")))
     r, elapsed = timed(connect(mesh), "GET", URL)
-    assert (r.status_code, r.headers[FLAGS]) == (504, "UT")
+    assert (r.status_code, r.headers[FLAGS]) == (504, "DI,UT")
     assert 0.65 <= elapsed < 1.4, elapsed  # delay + timeout, well before the upstream's 1.8 s
     assert up.count() == 1
 

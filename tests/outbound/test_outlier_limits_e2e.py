@@ -7,7 +7,12 @@ errors (Istio 1.1-1.6), with the tutorial's pool-ejection DestinationRule; panic
 an all-ejected cluster answers 503 UH ``no healthy upstream``); ``http2MaxRequests`` /
 ``http1MaxPendingRequests`` / ``maxConnections`` overflow answered 503 UO with
 ``x-envoy-overloaded: true`` at once and never retried, with no more requests at the upstream
-than the limits; ``maxRetries``; the retry budget capping upstream load during a total outage.
+than the limits, and ``raise_errors=True`` raising ``pymesh.UpstreamOverflowError``;
+``maxRetries``; the retry budget capping upstream load during a total outage, and
+DestinationRule ``retryBudget.percent`` changing it; the tutorial's circuit-breaker rule.
+
+Known bug kept as a strict xfail: ``maxConnections`` bounds each endpoint's pool rather than the
+cluster.
 
 Outlier detection needs ``maxEjectionPercent`` here: Envoy no longer always ejects one host,
 so with Istio's default 10% a cluster of fewer than ten endpoints never ejects
@@ -17,6 +22,7 @@ so with Istio's default 10% a cluster of fewer than ten endpoints never ejects
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import httpx
 import pytest
@@ -81,10 +87,11 @@ def test_consecutive_5xx_ejects_for_the_ejection_time_then_returns(
     # then it is back at the first sweep after it (sweeps every ``interval``).
     first = t[2] - t[1]
     assert base - 0.02 <= first <= base + interval + 0.5, first
-    # Back, it fails twice again and is ejected for base x 2 (its second ejection).
+    # Back, it fails twice again and is ejected for base x 2 (its second ejection), unless a sweep
+    # came between those two errors and decayed the multiplier first (only on a very slow run).
     second = t[4] - t[3]
-    assert 2 * base - 0.02 <= second <= 2 * base + interval + 0.5, second
-    assert t[3] - t[2] < interval + 0.3  # its two errors came back to back (round robin)
+    times_base = 2 if t[3] - t[2] < interval / 2 else 1
+    assert times_base * base - 0.02 <= second <= 2 * base + interval + 0.5, (second, t[3] - t[2])
     # Meanwhile the good endpoint answered everything else.
     assert good.count() == statuses.count(200)
 
@@ -265,8 +272,8 @@ def _overflow_check(timed: list[tuple[Outcome, float]], gauge: Gauge, limit: int
 def test_http2_max_requests_overflow_is_503_uo_at_once_and_never_retried(
     servers: StartUpstream, make_mesh: MakeMesh, connect: Connect, limit: int
 ) -> None:
-    up = servers("svc-v1")
-    delay = 0.8
+    up = listen_wide(servers("svc-v1"))
+    delay = 0.5
     gauge = Gauge(delay)
     up.respond(gauge)
     mesh = make_mesh(docs(service_yaml("svc", "ns1", [up]),
@@ -281,11 +288,29 @@ def test_http2_max_requests_overflow_is_503_uo_at_once_and_never_retried(
     assert (state.limits.active, state.limits.active_retries) == (0, 0)  # every ticket came back
 
 
+def test_overflow_with_raise_errors_raises_a_pool_timeout(
+    servers: StartUpstream, make_mesh: MakeMesh, connect: Connect
+) -> None:
+    up = listen_wide(servers("svc-v1"))
+    gauge = Gauge(0.5)
+    up.respond(gauge)
+    mesh = make_mesh(docs(service_yaml("svc", "ns1", [up]),
+                          dest_rule("{connectionPool: {http: {http2MaxRequests: 1}}}")))
+    outs = fire(connect(mesh, raise_errors=True), 6, "GET", URL)
+    overflowed = [o for o in outs if isinstance(o, BaseException)]
+    assert len(overflowed) >= 4
+    for exc in overflowed:
+        assert isinstance(exc, pymesh.UpstreamOverflowError), repr(exc)
+        assert isinstance(exc, httpx.PoolTimeout)  # what an existing handler catches
+        assert (exc.status, exc.flags) == (503, "UO")
+    assert gauge.total == len(outs) - len(overflowed)
+
+
 def test_pending_limit_admits_connections_plus_pending(
     servers: StartUpstream, make_mesh: MakeMesh, connect: Connect
 ) -> None:
-    up = servers("svc-v1")
-    delay = 0.8
+    up = listen_wide(servers("svc-v1"))
+    delay = 0.4
     gauge = Gauge(delay)
     up.respond(gauge)
     mesh = make_mesh(docs(service_yaml("svc", "ns1", [up]), dest_rule(
@@ -304,11 +329,11 @@ def test_pending_limit_admits_connections_plus_pending(
 def test_max_connections_bounds_requests_at_the_upstream(
     servers: StartUpstream, make_mesh: MakeMesh, connect: Connect, pool: str, all_served: bool
 ) -> None:
-    up = servers("svc-v1")
-    gauge = Gauge(0.3)
+    up = listen_wide(servers("svc-v1"))
+    gauge = Gauge(0.25)
     up.respond(gauge)
     mesh = make_mesh(docs(service_yaml("svc", "ns1", [up]), dest_rule(f"{{connectionPool: {pool}}}")))
-    n = 5
+    n = 4
     outs = responses(fire(connect(mesh), n, "GET", URL, kw=lambda i: {"timeout": 10.0}))
     assert gauge.peak == 1  # one HTTP/1 connection: one request at the upstream at a time
     served = sum(r.status_code == 200 for r in outs)
@@ -329,8 +354,8 @@ def test_max_connections_bounds_requests_at_the_upstream(
 def test_max_connections_is_per_cluster_not_per_endpoint(
     servers: StartUpstream, make_mesh: MakeMesh, connect: Connect
 ) -> None:
-    ups = [servers(f"svc-{i}") for i in range(2)]
-    gauge = Gauge(0.3)  # shared: it sees the cluster's concurrency
+    ups = [listen_wide(servers(f"svc-{i}")) for i in range(2)]
+    gauge = Gauge(0.25)  # shared: it sees the cluster's concurrency
     for up in ups:
         up.respond(gauge)
     mesh = make_mesh(docs(service_yaml("svc", "ns1", ups), dest_rule(
@@ -346,9 +371,9 @@ def test_tutorial_circuit_breaker_rule_overflows_the_slow_version(
 ) -> None:
     # The tutorial's circuit breaker: v2 made slow, maxConnections 1 / http1MaxPendingRequests 1
     # on it; under concurrent load some v2 requests fail at once with 503, v1 is untouched.
-    v1 = servers("recommendation-v1", {"version": "v1"})
-    v2 = servers("recommendation-v2", {"version": "v2"})
-    gauge = Gauge(0.8)
+    v1 = listen_wide(servers("recommendation-v1", {"version": "v1"}))
+    v2 = listen_wide(servers("recommendation-v2", {"version": "v2"}))
+    gauge = Gauge(0.4)
     v2.respond(gauge)
     files = ["destination-rule-recommendation_cb_policy_version_v2.yml",
              "virtual-service-recommendation-v1_and_v2_50_50.yml"]
@@ -366,7 +391,7 @@ def test_tutorial_circuit_breaker_rule_overflows_the_slow_version(
 def test_max_retries_caps_retries_in_flight(
     servers: StartUpstream, make_mesh: MakeMesh, connect: Connect
 ) -> None:
-    up = servers("svc-v1")
+    up = listen_wide(servers("svc-v1"))
     retrying = Gauge(0.3, status=503)
     up.respond(lambda seen: retrying(seen) if seen.headers.get(ATTEMPT) != "1" else Reply(status=503, delay=0.3))
     mesh = make_mesh(docs(service_yaml("svc", "ns1", [up]), dest_rule("{connectionPool: {http: {maxRetries: 1}}}"),
@@ -376,6 +401,9 @@ def test_max_retries_caps_retries_in_flight(
     assert all(r.status_code == 503 for r in outs)
     assert retrying.peak == 1  # one retry in flight at a time, cluster-wide
     assert up.count() < 3 * n  # the others were refused their retry
+    flags = Counter(r.headers.get(FLAGS) for r in outs)
+    assert flags["UO"] >= 1, flags  # a refused retry: the answer is flagged UO (Envoy's retry overflow)
+    assert set(flags) <= {"UO", "URX"}, flags
     state, = states(mesh)
     assert (state.limits.active, state.limits.active_retries) == (0, 0)
 
@@ -403,12 +431,15 @@ def test_retry_budget_caps_upstream_load_during_a_total_outage(
     sender = connect(mesh)
     defaults = RetryBudget()
     floor = defaults.min_per_second * defaults.ttl  # the reserve: retries a quiet cluster may always make
-    batches, batch = 6, 50
+    batches, batch = 4, 50
     n = batches * batch
     outs = _budget_run(sender, up, batches, batch)
     assert all(r.status_code == 503 for r in outs)
+    flags = Counter(r.headers.get(FLAGS) for r in outs)
+    assert set(flags) <= {"URX", "UO"}, flags  # retries ran out, or the budget stopped them
+    assert flags["UO"] >= n // 2, flags
     total = up.count()
-    # Without the budget: 6 tries per request, 1,800. With it: (1 + ratio) x requests + the floor.
+    # Without the budget: 6 tries per request, 1,200. With it: (1 + ratio) x requests + the floor.
     assert total <= (1 + defaults.ratio) * n + floor, total
     assert total >= n + floor / 2, total  # retries did happen, until the budget ran dry
     tries: dict[str, int] = {}
@@ -426,7 +457,7 @@ def test_retry_budget_percent_from_the_destination_rule(
     mesh = make_mesh(docs(service_yaml("svc", "ns1", [up]), dest_rule("{retryBudget: {percent: 50}}"),
                           route_vs(OUTAGE_RETRIES)))
     sender = connect(mesh)
-    n = 200
+    n = 120
     for _ in range(n):  # one at a time: Envoy's concurrent-retry share never binds
         assert sender.get(URL).status_code == 503
     floor = RetryBudget().min_per_second * RetryBudget().ttl
@@ -434,10 +465,6 @@ def test_retry_budget_percent_from_the_destination_rule(
     assert up.count() <= 1.5 * n + floor + 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: docs/resilience.md says that when the retry budget is spent 'the last answer goes back with UO "
-    "added to its flags'; for an upstream answer the drivers return call.answer(response) and drop the "
-    "Stop verdict's flags (Stop('budget', 'UO')), so the caller cannot tell the budget stopped the retries"))
 def test_budget_spent_answer_is_flagged_uo(servers: StartUpstream, make_mesh: MakeMesh, connect: Connect) -> None:
     up = servers("svc-v1")
     up.respond(Script(503))
@@ -445,6 +472,7 @@ def test_budget_spent_answer_is_flagged_uo(servers: StartUpstream, make_mesh: Ma
     sender = connect(mesh)
     floor = int(RetryBudget().min_per_second * RetryBudget().ttl)
     outs = sender.many(floor // 5 + 10, URL)  # the reserve buys floor/5 requests 5 retries each
+    assert outs[0].headers[FLAGS] == "URX"  # the reserve paid for its five retries
     last = outs[-1]
     assert last.status_code == 503
-    assert "UO" in last.headers.get(FLAGS, "").split(",")
+    assert last.headers[FLAGS] == "UO"  # the budget, not the attempts, stopped it

@@ -4,8 +4,9 @@ Covered: ``perTryTimeout`` then success on another endpoint (retried only under 
 ``gateway-error`` or ``reset``; otherwise the caller gets 504 UT after one try); the route
 ``timeout`` capping every try and backoff (1 s route timeout, 3 retries, 400 ms per try, a 2 s
 upstream: 504 UT at about 1 s, at most 3 tries, none started after the deadline); no timeout
-by default; the caller's own httpx timeout, shorter than the mesh's, still raising
-``httpx.ReadTimeout`` (and never retried); the tutorial's
+by default; ``raise_errors=True`` raising ``pymesh.UpstreamTimeoutError`` (an
+``httpx.TimeoutException``); the caller's own httpx timeout, shorter than the mesh's, still
+raising ``httpx.ReadTimeout`` (and never retried); the tutorial's
 ``virtual-service-recommendation-timeout.yml``.
 
 Times are measured with generous tolerances (the suite runs on two busy cores): the bounds
@@ -158,20 +159,22 @@ def test_no_timeout_by_default(servers: StartUpstream, make_mesh: MakeMesh, conn
     assert elapsed >= 0.55
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: with raise_errors=True a route timeout (504 UT) raises pymesh.UpstreamConnectError, an "
-    "httpx.ConnectError; the issue asks for the timeout exception. call.error_for maps every flag but "
-    "NR/UH/NC to UpstreamConnectError"))
+@pytest.mark.parametrize("retries", ["", "\n    retries: {attempts: 2, perTryTimeout: 0.2s, retryOn: 5xx}"])
 def test_route_timeout_with_raise_errors_raises_a_timeout_exception(
-    servers: StartUpstream, make_mesh: MakeMesh, connect: Connect
+    servers: StartUpstream, make_mesh: MakeMesh, connect: Connect, retries: str
 ) -> None:
     up = servers("svc-slow")
     up.respond(Script(200, delay=SLOW))
-    mesh = make_mesh(docs(service_yaml("svc", "ns1", [up]), route_vs("timeout: 0.4s")))
+    mesh = make_mesh(docs(service_yaml("svc", "ns1", [up]), route_vs(f"timeout: 0.4s{retries}")))
     sender = connect(mesh, raise_errors=True)
-    with pytest.raises(httpx.TimeoutException) as info:
+    start = time.monotonic()
+    with pytest.raises(pymesh.UpstreamTimeoutError) as info:
         sender.get(URL)
+    assert time.monotonic() - start < 1.2
+    assert isinstance(info.value, httpx.TimeoutException)  # what an existing handler catches
     assert isinstance(info.value, pymesh.MeshError)
+    assert info.value.status == 504
+    assert "UT" in info.value.flags.split(",")
 
 
 # -- the caller's own timeouts ---------------------------------------------------------------------
