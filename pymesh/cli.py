@@ -34,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("url", metavar="URL")
     explain.add_argument("--from", dest="source", default="", metavar="LABELS",
                          help="the calling workload's labels, e.g. app=customer,version=v1")
-    explain.add_argument("-n", "--namespace", default="default", help="the calling workload's namespace")
+    explain.add_argument("-n", "--namespace", default=None,
+                         help="the calling workload's namespace (default: the config's only namespace, else default)")
     explain.add_argument("--workload", default="", help="the calling workload's name")
     explain.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'")
     return parser
@@ -73,9 +74,10 @@ def _explain(args: argparse.Namespace, out: TextIO) -> int:
     except ValueError as exc:
         print(f"pymesh explain: --from: {exc}", file=sys.stderr)
         return 2
-    workload = Workload(name=args.workload or labels.get("app", ""), namespace=args.namespace, labels=labels)
+    namespace = args.namespace or _only_namespace(args.path)
+    workload = Workload(name=args.workload or labels.get("app", ""), namespace=namespace, labels=labels)
     try:
-        mesh = Mesh.from_path(args.path, workload=workload, namespace=args.namespace)
+        mesh = Mesh.from_path(args.path, workload=workload, namespace=namespace)
     except ConfigError as exc:
         for issue in exc.errors:
             print(issue, file=out)
@@ -88,6 +90,16 @@ def _explain(args: argparse.Namespace, out: TextIO) -> int:
         print(line, file=out)
     return 0
 
+
+
+def _only_namespace(path: str) -> str:
+    """The one namespace the config's documents name (the root namespace aside), else ``default``."""
+    try:
+        config = load([Path(path)])
+    except ConfigError:
+        return "default"
+    found = {r.namespace for r in config.resources} - {"", config.mesh_config.root_namespace}
+    return found.pop() if len(found) == 1 else "default"
 
 
 def describe(mesh: Mesh, method: str, url: str, headers: dict[str, str]) -> list[str]:

@@ -222,7 +222,7 @@ def test_explain_follows_header_matches() -> None:
 
 def test_explain_short_names_resolve_in_the_callers_namespace() -> None:
     # From namespace default, `recommendation` is recommendation.default: not in this mesh.
-    t = explain("GET", "http://recommendation:8080/")
+    t = explain("-n", "default", "GET", "http://recommendation:8080/")
     assert t["caller"] == ["default/- []"]
     assert t["virtual service"] == ["none"]
     assert "pass through" in t["action"][0]
@@ -230,6 +230,13 @@ def test_explain_short_names_resolve_in_the_callers_namespace() -> None:
     t = explain("GET", "http://recommendation.tutorial:8080/")
     assert t["host"] == [FQ]
     assert t["chosen"] == [f"outbound|8080|version-v1|{FQ}"]
+
+
+def test_explain_without_namespace_takes_the_configs_only_namespace() -> None:
+    # examples/mesh names only `tutorial` (and istio-system, the root): the contract's own example works.
+    t = explain("GET", "http://recommendation:8080/")
+    assert t["caller"] == ["tutorial/- []"]
+    assert t["host"] == [FQ]
 
 
 def test_explain_unknown_host() -> None:
