@@ -107,15 +107,9 @@ def _unreachable_rules(items: list[Item]) -> None:
                 catch_all = i
 
 
-def _age(res: Resource[Any]) -> tuple[str, str, str]:
-    # Istio orders by creation time, then name, then namespace; without a timestamp
-    # the load order stands in for it.
-    return (res.metadata.creation_timestamp or "", res.name, res.namespace)
-
-
 def _duplicate_hosts(items: list[Item]) -> None:
     owners: dict[str, Item] = {}
-    for item in sorted(items, key=lambda it: _age(it[0])):
+    for item in sorted(items, key=lambda it: it[0].age):
         res, check = item
         if res.spec.gateways and "mesh" not in res.spec.gateways:
             continue
@@ -159,7 +153,7 @@ def _gateways(by_kind: dict[str, list[Item]]) -> None:
 
 def _peer_authn_conflicts(items: list[Item], mesh: MeshConfig) -> None:
     wide: dict[str, Resource[Any]] = {}
-    for res, check in sorted(items, key=lambda it: _age(it[0])):
+    for res, check in sorted(items, key=lambda it: it[0].age):
         selector = res.spec.selector
         if selector is not None and selector.match_labels:
             continue

@@ -217,7 +217,7 @@ def _decode_document(
             report.add("error", (), yaml.ScalarNode("", "", problem[1], problem[1]), problem[0])
             issues.extend(report.issues)
             return out
-        out.extend(_mesh_configmap(node, doc, namespace, limits, report, issues))
+        out.extend(_mesh_configmap(node, doc, limits, report, issues))
         issues.extend(report.issues)
         return out
 
@@ -316,7 +316,7 @@ def _check_object_name(name: str) -> str | None:
 
 
 def _mesh_configmap(
-    node: yaml.MappingNode, doc: Document, namespace: str, limits: Limits, report: Report, issues: list[Issue]
+    node: yaml.MappingNode, doc: Document, limits: Limits, report: Report, issues: list[Issue]
 ) -> list[_Loaded | tuple[MeshConfig, Report]]:
     meta_node = _child(node, "metadata")
     name, _ = _scalar(meta_node, "name") if isinstance(meta_node, yaml.MappingNode) else (None, None)

@@ -9,7 +9,7 @@ from typing import Any, Generic, TypeVar
 from pymesh.config.decode import Json, field
 from pymesh.config.types import Labels
 
-__all__ = ["KindSpec", "ObjectMeta", "Resource", "Source"]
+__all__ = ["KindSpec", "ObjectMeta", "Resource", "Source", "exported_to"]
 
 S = TypeVar("S")
 
@@ -70,12 +70,26 @@ class Resource(Generic[S]):
         return self.metadata.namespace
 
     @property
+    def age(self) -> tuple[str, str, str]:
+        """Istio's precedence order: creation time, then name, then namespace (oldest first)."""
+        return (self.metadata.creation_timestamp or "", self.metadata.name, self.metadata.namespace)
+
+    @property
     def key(self) -> tuple[str, str, str]:
         """(kind, namespace, name): the identity ``kubectl apply`` replaces by."""
         return (self.kind, self.metadata.namespace, self.metadata.name)
 
     def __repr__(self) -> str:
         return f"<Resource {self.kind} {self.namespace}/{self.name} from {self.source}>"
+
+
+def exported_to(export_to: tuple[str, ...], own: str, viewer: str) -> bool:
+    """``exportTo`` as Istio reads it: empty or ``*`` all, ``.`` own namespace, ``~`` nobody."""
+    if not export_to or "*" in export_to:
+        return True
+    if "~" in export_to:
+        return False
+    return viewer in export_to or ("." in export_to and viewer == own)
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,7 +172,7 @@ class Planner:
 class Call:
     """The state of one routed request across its tries."""
 
-    __slots__ = ("_cluster_state", "_cookie", "_hash_key", "fault_flags", "info", "outcome", "planner", "request",
+    __slots__ = ("_cluster_state", "_hash_key", "fault_flags", "info", "outcome", "planner", "request",
                  "retry", "route", "set_cookie", "target")
 
     def __init__(self, planner: Planner, request: httpx.Request, info: RequestInfo, outcome: Outcome) -> None:
@@ -190,7 +190,6 @@ class Call:
         self.set_cookie: str | None = None
         self._cluster_state: ClusterState | None = None
         self._hash_key: bytes | None = None
-        self._cookie = False
         self.fault_flags = ""  # "DI" once a delay was injected: added to whatever answer follows
 
     # -- before the first try -----------------------------------------------------------

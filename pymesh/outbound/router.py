@@ -127,7 +127,6 @@ class _Host:
     fqdn: str
     routes: tuple[CompiledRoute, ...] | None  # None: no VirtualService owns the host
     service: Service | None
-    virtual_service: Resource[Any] | None = None
 
 
 @dataclass(slots=True)
@@ -156,7 +155,7 @@ class Router:
         svc = snap.registry.resolve(host, ns)
         if vh is not None:
             name = vh.host if not vh.host.startswith("*") else candidates(host, ns)[0]
-            return _Host(name, self._routes_for(vh.service), svc, vh.service)
+            return _Host(name, self._routes_for(vh.service), svc)
         if svc is not None:
             name = svc.host if not svc.host.startswith("*") else host
             default = CompiledRoute(virtual_service=None, index=0, name="default", matches=(),

@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from pymesh.config.hosts import fqdn, matches, more_specific_first
-from pymesh.config.resource import Resource
+from pymesh.config.resource import Resource, exported_to
 from pymesh.snapshot.registry import Endpoint, Registry, Service
 
 __all__ = ["Cluster", "ClusterKey", "ClusterTable", "TrafficPolicy"]
@@ -91,11 +91,6 @@ class _Rule:
     selector: Mapping[str, str] | None
 
 
-def _exported_to(rule: _Rule, viewer: str) -> bool:
-    if not rule.export_to or "*" in rule.export_to:
-        return True
-    return viewer in rule.export_to or ("." in rule.export_to and viewer == rule.namespace)
-
 
 class ClusterTable:
     """Resolves clusters for one client workload; memoised, and immutable in effect."""
@@ -153,7 +148,7 @@ class ClusterTable:
                     mine = all(self._client_labels.get(k) == v for k, v in rule.selector.items())
                     if ns != self._client_ns or not mine:
                         continue
-                elif ns != self._client_ns and not _exported_to(rule, self._client_ns):
+                elif ns != self._client_ns and not exported_to(rule.export_to, rule.namespace, self._client_ns):
                     continue
                 return rule
         return None

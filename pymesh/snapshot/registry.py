@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from pymesh.config.hosts import candidates, fqdn, matches, more_specific_first
-from pymesh.config.resource import Resource, Source
+from pymesh.config.resource import Resource, Source, exported_to
 
 __all__ = ["Endpoint", "Registry", "Service", "ServicePort"]
 
@@ -73,15 +73,7 @@ class Service:
         return None
 
     def visible_to(self, namespace: str) -> bool:
-        return _exported(self.export_to, self.namespace, namespace)
-
-
-def _exported(export_to: tuple[str, ...], own: str, viewer: str) -> bool:
-    if not export_to or "*" in export_to:
-        return True
-    if "~" in export_to:
-        return False
-    return viewer in export_to or ("." in export_to and viewer == own)
+        return exported_to(self.export_to, self.namespace, namespace)
 
 
 class Registry:

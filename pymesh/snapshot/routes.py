@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from pymesh.config.hosts import candidates, fqdn, matches, more_specific_first
-from pymesh.config.resource import Resource
+from pymesh.config.resource import Resource, exported_to
 
 __all__ = ["RouteTable", "VirtualHost"]
 
@@ -27,17 +27,6 @@ class VirtualHost:
 
     host: str  # FQDN or wildcard
     service: Resource[Any]
-
-
-def _age(res: Resource[Any]) -> tuple[str, str, str]:
-    return (res.metadata.creation_timestamp or "", res.name, res.namespace)
-
-
-def _visible(res: Resource[Any], viewer: str) -> bool:
-    export = tuple(res.spec.export_to)
-    if not export or "*" in export:
-        return True
-    return viewer in export or ("." in export and viewer == res.namespace)
 
 
 def _gateway_ref(name: str, namespace: str) -> str:
@@ -63,14 +52,14 @@ class RouteTable:
         wild: dict[str, VirtualHost] = {}
         delegates: dict[str, Resource[Any]] = {}
         gateways: dict[str, list[Resource[Any]]] = defaultdict(list)
-        for res in sorted(services, key=_age):
+        for res in sorted(services, key=lambda r: r.age):
             if not res.spec.hosts:
                 delegates[f"{res.namespace}/{res.name}"] = res
                 continue
             refs = {_gateway_ref(g, res.namespace) for g in res.spec.gateways} or {"mesh"}
             for ref in refs - {"mesh"}:
                 gateways[ref].append(res)
-            if "mesh" not in refs or not _visible(res, viewer_namespace):
+            if "mesh" not in refs or not exported_to(tuple(res.spec.export_to), res.namespace, viewer_namespace):
                 continue
             for host in res.spec.hosts:
                 name = fqdn(host, res.namespace)
