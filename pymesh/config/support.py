@@ -96,14 +96,13 @@ _CALLER = "Decided once, against the mesh's `Workload`"
 _WARMUP = ("`pymesh/outbound/balancer.py` implements Envoy's slow start, but the runtime rebuilds a cluster's "
            "balancer without the endpoints' join times, so a new endpoint ramps together with the old ones and "
            "gets its full share at once")
-_MAX_CONNECTIONS = ("Counts toward the overflow limit with `http.http1MaxPendingRequests` (requests in flight "
-                    "beyond the two together get 503 UO), but connections are not capped: the endpoint pools are "
-                    "not sized by it, and without `http1MaxPendingRequests` it has no effect")
+_MAX_CONNECTIONS = ("The cluster's connections, over all its endpoints and clients (an endpoint with none may "
+                    "always open one, as in Envoy); beyond it requests wait for a connection, and requests in "
+                    "flight beyond it plus `http.http1MaxPendingRequests` get 503 UO at once")
 _MIN_CLUSTER_SIZE = ("Envoy's zone-aware routing inside the client's region needs the client's own cluster "
                      "membership; pymesh balances the region's zones as one level")
-_RETRY_BUDGET = ("Not passed on: the snapshot's merged policy drops it, so every cluster has pymesh's default "
-                 "budget (20% of requests plus 10 retries a second) and `maxRetries` applies; "
-                 "`pymesh/outbound/resilience/budget.py` and `limits.py` could take it")
+_RETRY_BUDGET = ("Retries in flight may reach `max(minRetryConcurrency, percent% x requests in flight)`, "
+                 "replacing `maxRetries` (Envoy's rule); on top, pymesh's own per-second budget (see resilience docs)")
 
 
 def _traffic_components(prefix: str) -> dict[str, Support]:
@@ -119,7 +118,12 @@ def _traffic_components(prefix: str) -> dict[str, Support]:
         f"{lb}.warmup.*": _accepted(BALANCING, _WARMUP),
         pool: _enforced(),
         f"{pool}.*": _accepted(RESILIENCE),
-        f"{pool}.tcp.maxConnections": _accepted(RESILIENCE, _MAX_CONNECTIONS),
+        f"{pool}.tcp.maxConnections": _enforced(_MAX_CONNECTIONS),
+        f"{pool}.tcp.connectTimeout": _enforced("Caps each connection attempt (else MeshConfig `connectTimeout`)"),
+        f"{pool}.http.maxRequestsPerConnection": _enforced("A connection closes after that many requests; "
+                                                           "1 turns keep-alive off"),
+        f"{pool}.http.idleTimeout": _enforced("An idle connection older than it is closed before reuse "
+                                              "(unset: 5 s, httpx's default, not Istio's 1 h)"),
         f"{pool}.http": _enforced(),
         f"{pool}.http.http1MaxPendingRequests": _enforced("With `tcp.maxConnections`: requests in flight beyond "
                                                           "the two together get 503 UO at once (never queued); "
@@ -210,7 +214,7 @@ _TABLE: dict[str, Support] = {
     **_traffic_components("DestinationRule.trafficPolicy.portLevelSettings"),
     "DestinationRule.trafficPolicy.tunnel.*": _accepted(L4),
     "DestinationRule.trafficPolicy.proxyProtocol.*": _accepted(L4),
-    "DestinationRule.trafficPolicy.retryBudget.*": _accepted(RESILIENCE, _RETRY_BUDGET),
+    "DestinationRule.trafficPolicy.retryBudget.*": _enforced(_RETRY_BUDGET),
     "DestinationRule.subsets.trafficPolicy": _enforced(_DR_MERGE),
     "DestinationRule.subsets.trafficPolicy.portLevelSettings": _enforced(),
     "DestinationRule.subsets.trafficPolicy.portLevelSettings.port": _enforced(),
@@ -220,7 +224,7 @@ _TABLE: dict[str, Support] = {
     **_traffic_components("DestinationRule.subsets.trafficPolicy.portLevelSettings"),
     "DestinationRule.subsets.trafficPolicy.tunnel.*": _accepted(L4),
     "DestinationRule.subsets.trafficPolicy.proxyProtocol.*": _accepted(L4),
-    "DestinationRule.subsets.trafficPolicy.retryBudget.*": _accepted(RESILIENCE, _RETRY_BUDGET),
+    "DestinationRule.subsets.trafficPolicy.retryBudget.*": _enforced(_RETRY_BUDGET),
     "ServiceEntry": _accepted(ROUTING),
     "ServiceEntry.hosts": _enforced("Short names expand in the ServiceEntry's namespace"),
     "ServiceEntry.ports.*": _enforced(),

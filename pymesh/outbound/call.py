@@ -36,6 +36,7 @@ from pymesh.errors import (
     UpstreamTimeoutError,
 )
 from pymesh.outbound.engine import EndpointAddress
+from pymesh.outbound.pool import ConnectionGate
 from pymesh.outbound.request import RequestInfo
 from pymesh.outbound.resilience.classify import LOCAL_REPLIES, OVERLOADED_HEADER, classified_headers, classify
 from pymesh.outbound.resilience.classify import Outcome as TryOutcome
@@ -128,6 +129,7 @@ class Attempt:
     ours_timeout: bool  # the read timeout is the mesh's (per-try or route), not the client's
     releases: list[Callable[[], None]] = field(default_factory=list)
     pool: PoolSettings = DEFAULT_POOL
+    gate: ConnectionGate | None = None  # the cluster's connection count (tcp.maxConnections)
 
     def release(self) -> None:
         releases, self.releases = self.releases, []
@@ -294,7 +296,8 @@ class Call:
         if pool.close_after_each:
             headers.append((b"connection", b"close"))  # maxRequestsPerConnection: 1
         return Attempt(EndpointAddress.of(scheme, host, port), self.request.method.encode("ascii"),
-                       outcome.path.encode("ascii"), headers, extensions, index, ours, releases, pool)
+                       outcome.path.encode("ascii"), headers, extensions, index, ours, releases, pool,
+                       state.connections if state is not None else None)
 
     def _overflow(self) -> LocalReply:
         retry = self.retry

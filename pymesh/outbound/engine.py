@@ -1,23 +1,27 @@
-"""Per-endpoint connection pools, over httpcore directly.
+"""Per-endpoint connection pools: ``pool.py``'s bookkeeping over httpcore's single connections.
 
-httpx's ``HTTPTransport`` would do, but it needs an ``httpx.URL`` per request, and
-building one (parse or ``copy_with``) is the single largest cost of an in-process hop
-(about 19 µs of 34 µs measured; ``reference/perf-anchors.md``). httpcore takes the
-scheme, host, port and target as bytes, which pymesh has precomputed per endpoint. The
-exception mapping below mirrors httpx's so callers see the httpx exceptions they
-expect.
+httpx's ``HTTPTransport`` would do the sending, but it needs an ``httpx.URL`` per request,
+and building one (parse or ``copy_with``) is the single largest cost of an in-process hop
+(about 19 µs of 34 µs measured; ``reference/perf-anchors.md``). httpcore's connections take
+the scheme, host, port and target as bytes, which pymesh has precomputed per endpoint;
+``pool.py`` says why the pooling is pymesh's own. The exception mapping below mirrors
+httpx's so callers see the httpx exceptions they expect.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import ssl
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpcore
 import httpx
+
+from pymesh.outbound.pool import CLOSED, OPEN, ConnectionGate, PoolState, ThreadWaiter, Waiter
 
 __all__ = ["AsyncEndpointPool", "EndpointAddress", "EndpointPool"]
 
@@ -72,9 +76,48 @@ def _address(scheme: str, host: str, port: int) -> EndpointAddress:
     return EndpointAddress(scheme.encode("ascii"), host.encode("idna"), port)
 
 
+class _Conn:
+    """One upstream connection (httpcore's, which speaks HTTP/1.1 over one socket) and its use count."""
+
+    __slots__ = ("core", "uses")
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        self.uses = 0
+
+    def expired(self) -> bool:
+        # Past its idle timeout, or readable while idle (the server closed it): httpcore's own test,
+        # safe here because the connection is ours alone while we look.
+        return bool(self.core.has_expired())
+
+
+def _reusable(conn: _Conn, max_uses: int | None) -> bool:
+    conn.uses += 1
+    return bool(conn.core.is_idle()) and (max_uses is None or conn.uses < max_uses)
+
+
+def _pool_timeout(extensions: dict[str, Any]) -> float | None:
+    timeout = extensions.get("timeout")
+    return timeout.get("pool") if timeout else None
+
+
+def _overflowed(request: httpx.Request) -> httpx.PoolTimeout:
+    return httpx.PoolTimeout("timed out waiting for a connection to the endpoint", request=request)
+
+
+def _closed(request: httpx.Request) -> httpx.TransportError:
+    return httpx.TransportError("the transport was closed while the request waited for a connection",
+                                request=request)
+
+
 class _SyncStream(httpx.SyncByteStream):
-    def __init__(self, stream: Any) -> None:
+    """The response body; closing it gives the connection back to its pool."""
+
+    __slots__ = ("_done", "_stream")
+
+    def __init__(self, stream: Any, done: Callable[[], None]) -> None:
         self._stream = stream
+        self._done: Callable[[], None] | None = done
 
     def __iter__(self) -> Iterator[bytes]:
         try:
@@ -83,13 +126,20 @@ class _SyncStream(httpx.SyncByteStream):
             raise _mapped(exc, None) from exc
 
     def close(self) -> None:
-        if hasattr(self._stream, "close"):
+        try:
             self._stream.close()
+        finally:
+            done, self._done = self._done, None
+            if done is not None:
+                done()
 
 
 class _AsyncStream(httpx.AsyncByteStream):
-    def __init__(self, stream: Any) -> None:
+    __slots__ = ("_done", "_stream")
+
+    def __init__(self, stream: Any, done: Callable[[], Any]) -> None:
         self._stream = stream
+        self._done: Callable[[], Any] | None = done
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
@@ -99,30 +149,49 @@ class _AsyncStream(httpx.AsyncByteStream):
             raise _mapped(exc, None) from exc
 
     async def aclose(self) -> None:
-        if hasattr(self._stream, "aclose"):
+        try:
             await self._stream.aclose()
-
-
-def _pool_kwargs(ssl_context: ssl.SSLContext | None, max_connections: int | None, keepalive: float) -> dict[str, Any]:
-    return {
-        "ssl_context": ssl_context,
-        "max_connections": max_connections,
-        "max_keepalive_connections": max_connections,
-        "keepalive_expiry": keepalive,
-    }
+        finally:
+            done, self._done = self._done, None
+            if done is not None:
+                await done()
 
 
 class EndpointPool:
     """Connections to one endpoint (sync)."""
 
-    __slots__ = ("_pool", "address")
+    __slots__ = ("_max_uses", "_origin", "_state", "address", "dial")
 
     def __init__(
         self, address: EndpointAddress, *, ssl_context: ssl.SSLContext | None = None,
-        max_connections: int | None = None, keepalive_expiry: float = 5.0,
+        keepalive_expiry: float = 5.0, gate: ConnectionGate | None = None,
+        max_requests_per_connection: int | None = None,
     ) -> None:
         self.address = address
-        self._pool = httpcore.ConnectionPool(**_pool_kwargs(ssl_context, max_connections, keepalive_expiry))
+        self._origin = httpcore.Origin(address.scheme, address.host, address.port)
+        self._max_uses = max_requests_per_connection
+        self._state: PoolState[_Conn] = PoolState(gate)
+        #: Makes a new, not yet connected connection (it dials on its first request). Swappable:
+        #: the benchmarks put an in-memory connection here to time the mesh without sockets.
+        self.dial: Callable[[], Any] = functools.partial(
+            httpcore.HTTPConnection, self._origin, ssl_context=ssl_context, keepalive_expiry=keepalive_expiry)
+
+    def stats(self) -> tuple[int, int, int]:
+        """(connections, idle, waiting requests)."""
+        return self._state.stats()
+
+    def _lease(self, request: httpx.Request, extensions: dict[str, Any]) -> _Conn:
+        state = self._state
+        lease, stale = state.checkout(ThreadWaiter())
+        _close_all(stale)
+        if isinstance(lease, ThreadWaiter):
+            if not lease.wait(_pool_timeout(extensions)):
+                _close_all(state.abandon(lease))
+                raise _overflowed(request)
+            lease = lease.granted  # type: ignore[assignment]
+        if lease is CLOSED:
+            raise _closed(request)
+        return _Conn(self.dial()) if lease is OPEN else lease  # type: ignore[return-value]
 
     def send(
         self, method: bytes, target: bytes, headers: Sequence[tuple[bytes, bytes]], stream: Any,
@@ -131,28 +200,82 @@ class EndpointPool:
         a = self.address
         req = httpcore.Request(method, httpcore.URL(scheme=a.scheme, host=a.host, port=a.port, target=target),
                                headers=headers, content=stream, extensions=extensions)
+        conn = self._lease(request, extensions)
         try:
-            resp = self._pool.handle_request(req)
-        except Exception as exc:
-            raise _mapped(exc, request) from exc
-        return httpx.Response(resp.status, headers=resp.headers, stream=_SyncStream(resp.stream),
-                              extensions=resp.extensions, request=request)
+            resp = conn.core.handle_request(req)
+        except BaseException as exc:
+            _close_all(self._state.checkin(conn, reusable=False))
+            if isinstance(exc, Exception):
+                raise _mapped(exc, request) from exc
+            raise
+        return httpx.Response(resp.status, headers=resp.headers, stream=_SyncStream(resp.stream, functools.partial(
+            self._done, conn)), extensions=resp.extensions, request=request)
+
+    def _done(self, conn: _Conn) -> None:
+        _close_all(self._state.checkin(conn, reusable=_reusable(conn, self._max_uses)))
 
     def close(self) -> None:
-        self._pool.close()
+        _close_all(self._state.close())
+
+
+def _close_all(conns: list[_Conn]) -> None:
+    for conn in conns:
+        with contextlib.suppress(Exception):
+            conn.core.close()
+
+
+class _AsyncWaiter(Waiter):
+    __slots__ = ("_future",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def _signal(self) -> None:
+        if not self._future.done():
+            self._future.set_result(None)
+
+    async def wait(self, limit: float | None) -> None:
+        async with asyncio.timeout(limit):
+            await self._future
 
 
 class AsyncEndpointPool:
-    """Connections to one endpoint (asyncio, through httpcore's anyio backend)."""
+    """Connections to one endpoint (asyncio; httpcore's connections do the I/O through anyio)."""
 
-    __slots__ = ("_pool", "address")
+    __slots__ = ("_max_uses", "_origin", "_state", "address", "dial")
 
     def __init__(
         self, address: EndpointAddress, *, ssl_context: ssl.SSLContext | None = None,
-        max_connections: int | None = None, keepalive_expiry: float = 5.0,
+        keepalive_expiry: float = 5.0, gate: ConnectionGate | None = None,
+        max_requests_per_connection: int | None = None,
     ) -> None:
         self.address = address
-        self._pool = httpcore.AsyncConnectionPool(**_pool_kwargs(ssl_context, max_connections, keepalive_expiry))
+        self._origin = httpcore.Origin(address.scheme, address.host, address.port)
+        self._max_uses = max_requests_per_connection
+        self._state: PoolState[_Conn] = PoolState(gate)
+        self.dial: Callable[[], Any] = functools.partial(
+            httpcore.AsyncHTTPConnection, self._origin, ssl_context=ssl_context, keepalive_expiry=keepalive_expiry)
+
+    def stats(self) -> tuple[int, int, int]:
+        return self._state.stats()
+
+    async def _lease(self, request: httpx.Request, extensions: dict[str, Any]) -> _Conn:
+        state = self._state
+        lease, stale = state.checkout(_AsyncWaiter())
+        await _aclose_all(stale)
+        if isinstance(lease, _AsyncWaiter):
+            try:
+                await lease.wait(_pool_timeout(extensions))
+            except BaseException as exc:  # a timeout or a cancellation: hand back what came meanwhile
+                await _aclose_all(state.abandon(lease))
+                if isinstance(exc, TimeoutError):
+                    raise _overflowed(request) from None
+                raise
+            lease = lease.granted  # type: ignore[assignment]
+        if lease is CLOSED:
+            raise _closed(request)
+        return _Conn(self.dial()) if lease is OPEN else lease  # type: ignore[return-value]
 
     async def send(
         self, method: bytes, target: bytes, headers: Sequence[tuple[bytes, bytes]], stream: Any,
@@ -161,12 +284,25 @@ class AsyncEndpointPool:
         a = self.address
         req = httpcore.Request(method, httpcore.URL(scheme=a.scheme, host=a.host, port=a.port, target=target),
                                headers=headers, content=stream, extensions=extensions)
+        conn = await self._lease(request, extensions)
         try:
-            resp = await self._pool.handle_async_request(req)
-        except Exception as exc:
-            raise _mapped(exc, request) from exc
-        return httpx.Response(resp.status, headers=resp.headers, stream=_AsyncStream(resp.stream),
-                              extensions=resp.extensions, request=request)
+            resp = await conn.core.handle_async_request(req)
+        except BaseException as exc:  # cancellation included: httpcore has closed the connection
+            await _aclose_all(self._state.checkin(conn, reusable=False))
+            if isinstance(exc, Exception):
+                raise _mapped(exc, request) from exc
+            raise
+        return httpx.Response(resp.status, headers=resp.headers, stream=_AsyncStream(resp.stream, functools.partial(
+            self._done, conn)), extensions=resp.extensions, request=request)
+
+    async def _done(self, conn: _Conn) -> None:
+        await _aclose_all(self._state.checkin(conn, reusable=_reusable(conn, self._max_uses)))
 
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        await _aclose_all(self._state.close())
+
+
+async def _aclose_all(conns: list[_Conn]) -> None:
+    for conn in conns:
+        with contextlib.suppress(Exception):
+            await conn.core.aclose()

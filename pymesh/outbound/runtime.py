@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pymesh.outbound.pool import ConnectionGate
 from pymesh.outbound.resilience.budget import RetryBudget
-from pymesh.outbound.resilience.limits import Limits, PoolLimits
+from pymesh.outbound.resilience.limits import UNLIMITED, Limits, PoolLimits
 from pymesh.outbound.resilience.outlier import OutlierDetector, OutlierPolicy
 from pymesh.snapshot.clusters import Cluster, ClusterKey
 
@@ -29,10 +30,12 @@ __all__ = ["DEFAULT_POOL", "ClusterState", "PoolSettings", "Runtime"]
 class ClusterState:
     """One cluster's learned state: balancer, outlier detector, pool limits, retry budget."""
 
-    __slots__ = ("balancer", "budget", "cluster", "fingerprint", "hash_policy", "limits", "outlier", "pool")
+    __slots__ = ("balancer", "budget", "cluster", "connections", "fingerprint", "hash_policy", "limits", "outlier",
+                 "pool")
 
     def __init__(self, cluster: Cluster, fingerprint: tuple[Any, ...], balancer: Balancer,
-                 outlier: OutlierDetector | None, limits: Limits, budget: RetryBudget, pool: PoolSettings) -> None:
+                 outlier: OutlierDetector | None, limits: Limits, budget: RetryBudget, pool: PoolSettings,
+                 connections: ConnectionGate) -> None:
         self.cluster = cluster
         self.fingerprint = fingerprint
         self.balancer = balancer
@@ -41,26 +44,30 @@ class ClusterState:
         self.limits = limits
         self.budget = budget
         self.pool = pool
+        self.connections = connections  # tcp.maxConnections, counted across the cluster's endpoint pools
 
 
 @dataclass(frozen=True, slots=True)
 class PoolSettings:
     """How to size and time the endpoint pools of a cluster (DestinationRule ``connectionPool``)."""
 
-    max_connections: int | None = None  # tcp.maxConnections; None: unbounded, as Istio's default
     keepalive_expiry: float = 5.0  # http.idleTimeout; httpx's default when unset (Istio's is 1 h)
     connect_timeout: float = 10.0  # tcp.connectTimeout, else MeshConfig connectTimeout
-    close_after_each: bool = False  # http.maxRequestsPerConnection: 1 (keep-alive off)
+    max_requests_per_connection: int | None = None  # http.maxRequestsPerConnection; None: unlimited
+
+    @property
+    def close_after_each(self) -> bool:
+        """``maxRequestsPerConnection: 1``: keep-alive off."""
+        return self.max_requests_per_connection == 1
 
     @classmethod
     def of(cls, pool: Any, mesh_connect_timeout: float) -> PoolSettings:
         tcp = pool.tcp if pool is not None else None
         http = pool.http if pool is not None else None
         return cls(
-            max_connections=tcp.max_connections or None if tcp is not None else None,
             keepalive_expiry=http.idle_timeout if http is not None and http.idle_timeout else 5.0,
             connect_timeout=tcp.connect_timeout if tcp is not None and tcp.connect_timeout else mesh_connect_timeout,
-            close_after_each=http is not None and http.max_requests_per_connection == 1,
+            max_requests_per_connection=(http.max_requests_per_connection or None) if http is not None else None,
         )
 
 
@@ -116,6 +123,9 @@ class Runtime:
             if entry is not None and entry.fingerprint[:5] == fingerprint[:5]:
                 balancer, outlier = entry.balancer, entry.outlier  # only pool or budget policy changed
             pool = PoolSettings.of(policy.connection_pool, connect_timeout)
-            entry = ClusterState(cluster, fingerprint, balancer, outlier, limits, budget, pool)
+            # The gate outlives rebuilds: pools already open keep counting against the same one.
+            gate = entry.connections if entry is not None else ConnectionGate()
+            gate.limit = limits.policy.max_connections if limits.policy.max_connections < UNLIMITED else None
+            entry = ClusterState(cluster, fingerprint, balancer, outlier, limits, budget, pool, gate)
             self._entries[cluster.key] = entry
             return entry

@@ -32,6 +32,7 @@ import httpx
 from pymesh.outbound.call import Attempt, Call, Planner, request_info
 from pymesh.outbound.engine import AsyncEndpointPool, EndpointAddress, EndpointPool
 from pymesh.outbound.mirror import AsyncMirror, ThreadMirror
+from pymesh.outbound.pool import ConnectionGate
 from pymesh.outbound.resilience.retry import Retry
 from pymesh.outbound.router import LocalReply
 from pymesh.outbound.runtime import PoolSettings
@@ -115,7 +116,7 @@ class MeshTransport(httpx.BaseTransport):
 
     def __init__(self, mesh: Mesh, *, raise_errors: bool = False, mirror_capacity: int = 256) -> None:
         self._plan = Planner(mesh, raise_errors=raise_errors)
-        self._pools: dict[tuple[EndpointAddress, PoolSettings], EndpointPool] = {}
+        self._pools: dict[tuple[EndpointAddress, PoolSettings, ConnectionGate | None], EndpointPool] = {}
         self._lock = threading.Lock()
         self._mirror = ThreadMirror(capacity=mirror_capacity)
 
@@ -124,17 +125,17 @@ class MeshTransport(httpx.BaseTransport):
         return self._mirror
 
     def _pool(self, attempt: Attempt) -> EndpointPool:
-        key = (attempt.address, attempt.pool)  # clusters that size their pools differently do not share
+        key = (attempt.address, attempt.pool, attempt.gate)  # one pool per endpoint of each cluster, as Envoy's
         pool = self._pools.get(key)
         if pool is None:
             with self._lock:
                 pool = self._pools.get(key)
                 if pool is None:
-                    address, settings = key
+                    address, settings, gate = key
                     ssl_context = self._plan.ssl_context if address.scheme == b"https" else None
                     pool = self._pools[key] = EndpointPool(
-                        address, ssl_context=ssl_context, max_connections=settings.max_connections,
-                        keepalive_expiry=settings.keepalive_expiry)
+                        address, ssl_context=ssl_context, keepalive_expiry=settings.keepalive_expiry, gate=gate,
+                        max_requests_per_connection=settings.max_requests_per_connection)
         return pool
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -219,7 +220,7 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, mesh: Mesh, *, raise_errors: bool = False, mirror_capacity: int = 256) -> None:
         self._plan = Planner(mesh, raise_errors=raise_errors)
-        self._pools: dict[tuple[EndpointAddress, PoolSettings], AsyncEndpointPool] = {}
+        self._pools: dict[tuple[EndpointAddress, PoolSettings, ConnectionGate | None], AsyncEndpointPool] = {}
         self._mirror = AsyncMirror(capacity=mirror_capacity)
 
     @property
@@ -227,14 +228,14 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
         return self._mirror
 
     def _pool(self, attempt: Attempt) -> AsyncEndpointPool:
-        key = (attempt.address, attempt.pool)
+        key = (attempt.address, attempt.pool, attempt.gate)
         pool = self._pools.get(key)
         if pool is None:  # one event loop drives this transport: no lock needed
-            address, settings = key
+            address, settings, gate = key
             ssl_context = self._plan.ssl_context if address.scheme == b"https" else None
             pool = self._pools[key] = AsyncEndpointPool(
-                address, ssl_context=ssl_context, max_connections=settings.max_connections,
-                keepalive_expiry=settings.keepalive_expiry)
+                address, ssl_context=ssl_context, keepalive_expiry=settings.keepalive_expiry, gate=gate,
+                max_requests_per_connection=settings.max_requests_per_connection)
         return pool
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

@@ -40,6 +40,7 @@ from tests.outbound.test_resilience_e2e import (
     Gauge,
     Outcome,
     Script,
+    count_connections,
     dest_rule,
     fire,
     fire_timed,
@@ -347,23 +348,54 @@ def test_max_connections_bounds_requests_at_the_upstream(
     assert state.limits.active == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: tcp.maxConnections bounds each endpoint's pool, not the cluster: runtime.PoolSettings."
-    "max_connections sizes every per-endpoint httpcore pool (transport._pool), so a cluster of N "
-    "endpoints holds up to N x maxConnections connections; Envoy's max_connections is per cluster"))
 def test_max_connections_is_per_cluster_not_per_endpoint(
     servers: StartUpstream, make_mesh: MakeMesh, connect: Connect
 ) -> None:
+    # Envoy's max_connections counts the cluster's connections over all its endpoints: two
+    # endpoints under maxConnections 3 hold 3 connections between them, not 3 each.
     ups = [listen_wide(servers(f"svc-{i}")) for i in range(2)]
     gauge = Gauge(0.25)  # shared: it sees the cluster's concurrency
     for up in ups:
         up.respond(gauge)
     mesh = make_mesh(docs(service_yaml("svc", "ns1", ups), dest_rule(
-        "{loadBalancer: {simple: ROUND_ROBIN}, connectionPool: {tcp: {maxConnections: 1}}}")))
-    outs = responses(fire(connect(mesh), 4, "GET", URL, kw=lambda i: {"timeout": 10.0}))
+        "{loadBalancer: {simple: ROUND_ROBIN}, connectionPool: {tcp: {maxConnections: 3}}}")))
+    outs = responses(fire(connect(mesh), 12, "GET", URL, kw=lambda i: {"timeout": 10.0}))
     assert all(r.status_code == 200 for r in outs)
-    assert all(up.count() == 2 for up in ups)
-    assert gauge.peak == 1  # one connection for the cluster: one request at its endpoints at a time
+    assert all(up.count() == 6 for up in ups)
+    assert gauge.peak == 3
+    state, = states(mesh)
+    assert state.connections.open <= 3
+
+
+def test_every_endpoint_may_open_one_connection_past_the_cluster_limit(
+    servers: StartUpstream, make_mesh: MakeMesh, connect: Connect
+) -> None:
+    # As Envoy's pools do: an endpoint with no connection opens one even when the cluster is at its
+    # limit, so no request waits on an endpoint that could never serve it.
+    ups = [listen_wide(servers(f"svc-{i}")) for i in range(3)]
+    gauges = [Gauge(0.2) for _ in ups]
+    for up, gauge in zip(ups, gauges, strict=True):
+        up.respond(gauge)
+    mesh = make_mesh(docs(service_yaml("svc", "ns1", ups), dest_rule(
+        "{loadBalancer: {simple: ROUND_ROBIN}, connectionPool: {tcp: {maxConnections: 1}}}")))
+    outs = responses(fire(connect(mesh), 6, "GET", URL, kw=lambda i: {"timeout": 10.0}))
+    assert all(r.status_code == 200 for r in outs)
+    assert [g.peak for g in gauges] == [1, 1, 1]  # one connection each, each used in turn
+    assert [g.total for g in gauges] == [2, 2, 2]
+
+
+def test_max_requests_per_connection_closes_a_connection_after_that_many(
+    servers: StartUpstream, make_mesh: MakeMesh, connect: Connect
+) -> None:
+    up = listen_wide(servers("svc-v1"))
+    accepted = count_connections(up)
+    mesh = make_mesh(docs(service_yaml("svc", "ns1", [up]),
+                          dest_rule("{connectionPool: {http: {maxRequestsPerConnection: 2}}}")))
+    sender = connect(mesh)
+    for _ in range(6):
+        assert sender.get(URL).status_code == 200
+    assert accepted() == 3
+    assert up.count() == 6
 
 
 def test_tutorial_circuit_breaker_rule_overflows_the_slow_version(

@@ -7,8 +7,8 @@ DestinationRule sets it to a positive value (Istio treats <= 0 as "keep the defa
 =================================  ===================  ==============================================
 DestinationRule field              Envoy threshold      what pymesh does with it
 =================================  ===================  ==============================================
-``tcp.maxConnections``             max_connections      ``max_connections``: the driver sizes its
-                                                        pools with it; beyond it requests are pending
+``tcp.maxConnections``             max_connections      the cluster's ``pool.ConnectionGate``: beyond
+                                                        it requests wait for a connection (pending)
 ``http.http1MaxPendingRequests``   max_pending_requests requests waiting for a connection
 ``http.http2MaxRequests``          max_requests         requests in flight (HTTP/1 and HTTP/2)
 ``http.maxRetries``                max_retries          retries in flight (``RetryTicket``)
