@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
     from pymesh.outbound.decision import RouteDecision
     from pymesh.outbound.transport import AsyncMeshTransport, MeshTransport
+    from pymesh.security.ca import MeshCA
+    from pymesh.security.rotation import CertificateSource
 
 __all__ = ["Mesh"]
 
@@ -58,8 +60,13 @@ class Mesh:
         workload: Workload | None = None,
         namespace: str | None = None,
         limits: Limits | None = None,
+        ca: MeshCA | None = None,
+        identity: CertificateSource | None = None,
     ) -> None:
         self._sources: tuple[SourceSpec, ...] = tuple(sources)
+        self._ca = ca
+        self._identity = identity
+        self._identity_made = identity is not None
         ns = namespace or (workload.namespace if workload is not None else None) or "default"
         self._workload = workload if workload is not None else Workload(namespace=ns)
         self._namespace = ns
@@ -80,20 +87,24 @@ class Mesh:
         namespace: str | None = None,
         watch: bool = False,
         limits: Limits | None = None,
+        ca: MeshCA | None = None,
+        identity: CertificateSource | None = None,
     ) -> Mesh:
         """A file, a folder (recursively ``*.yaml``, ``*.yml``, ``*.json``) or a list of them."""
         items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-        mesh = cls([Path(p) for p in items], workload=workload, namespace=namespace, limits=limits)
+        mesh = cls([Path(p) for p in items], workload=workload, namespace=namespace, limits=limits, ca=ca,
+                   identity=identity)
         if watch:
             mesh.watch()
         return mesh
 
     @classmethod
     def from_yaml(
-        cls, text: str, *, workload: Workload | None = None, namespace: str | None = None, name: str = "<string>"
+        cls, text: str, *, workload: Workload | None = None, namespace: str | None = None, name: str = "<string>",
+        ca: MeshCA | None = None, identity: CertificateSource | None = None,
     ) -> Mesh:
         """One string of (multi-document) YAML or JSON."""
-        return cls([Text(text, name)], workload=workload, namespace=namespace)
+        return cls([Text(text, name)], workload=workload, namespace=namespace, ca=ca, identity=identity)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Mesh:
@@ -115,6 +126,29 @@ class Mesh:
     @property
     def workload(self) -> Workload:
         return self._workload
+
+    @property
+    def identity(self) -> CertificateSource | None:
+        """This workload's certificate, kept fresh: given, read from ``Workload.cert_dir``, or issued
+        by the mesh's ``ca``; None when it has none (then ISTIO_MUTUAL fails and auto-mTLS is off)."""
+        if not self._identity_made:
+            with self._lock:
+                if not self._identity_made:
+                    self._identity = self._make_identity()
+                    self._identity_made = True
+        return self._identity
+
+    def _make_identity(self) -> CertificateSource | None:
+        from pymesh.security.rotation import CertificateSource
+
+        w = self._workload
+        if w.cert_dir:
+            source = CertificateSource.from_dir(w.cert_dir)
+        elif self._ca is not None:
+            source = CertificateSource.from_ca(self._ca, w.namespace, w.service_account)
+        else:
+            return None
+        return source.start()  # renews in the background before expiry
 
     @property
     def config(self) -> Config:
@@ -179,6 +213,8 @@ class Mesh:
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
+        if self._identity_made and self._identity is not None:
+            self._identity.stop()
 
     def __enter__(self) -> Mesh:
         return self

@@ -36,6 +36,7 @@ from pymesh.errors import (
     UpstreamTimeoutError,
 )
 from pymesh.outbound.engine import EndpointAddress
+from pymesh.outbound.origination import Origination
 from pymesh.outbound.pool import ConnectionGate
 from pymesh.outbound.request import RequestInfo
 from pymesh.outbound.resilience.classify import LOCAL_REPLIES, OVERLOADED_HEADER, classified_headers, classify
@@ -130,6 +131,7 @@ class Attempt:
     releases: list[Callable[[], None]] = field(default_factory=list)
     pool: PoolSettings = DEFAULT_POOL
     gate: ConnectionGate | None = None  # the cluster's connection count (tcp.maxConnections)
+    tls: Origination | None = None  # TLS the mesh originates (DestinationRule tls, auto-mTLS)
 
     def release(self) -> None:
         releases, self.releases = self.releases, []
@@ -227,7 +229,8 @@ class Call:
             snap = self.planner.mesh._live.snapshot
             state = runtime.entry(cluster, locality=snap.workload.locality, labels=snap.workload.labels,
                                   mesh_locality=snap.mesh_config.locality_lb_setting,
-                                  connect_timeout=snap.mesh_config.connect_timeout)
+                                  connect_timeout=snap.mesh_config.connect_timeout,
+                                  identity=self.planner.mesh.identity, mesh_config=snap.mesh_config)
             if state.hash_policy is not None:
                 self._hash_key, cookie = state.hash_policy.key(self.info, rng=runtime.rng)
                 self.set_cookie = cookie.header_value() if cookie is not None else None
@@ -290,6 +293,8 @@ class Call:
         pool = state.pool if state is not None else DEFAULT_POOL
         extensions, ours = self._timeouts(retry, pool.connect_timeout)
         scheme = "https" if self.info.scheme == "https" else "http"
+        # The app's own https stays the app's; a plain request gets the cluster's TLS, if any.
+        tls = state.tls[index] if state is not None and index is not None and scheme == "http" else None
         if scheme == "https":
             extensions.setdefault("sni_hostname", self.info.host)
         headers = self._headers(retry.attempt)
@@ -297,7 +302,7 @@ class Call:
             headers.append((b"connection", b"close"))  # maxRequestsPerConnection: 1
         return Attempt(EndpointAddress.of(scheme, host, port), self.request.method.encode("ascii"),
                        outcome.path.encode("ascii"), headers, extensions, index, ours, releases, pool,
-                       state.connections if state is not None else None)
+                       state.connections if state is not None else None, tls)
 
     def _overflow(self) -> LocalReply:
         retry = self.retry
@@ -381,7 +386,8 @@ class Call:
         status, body = reply if reply is not None else (503, b"")
         flags = ",".join(f for f in (self.fault_flags, verdict.flags or result.flag) if f)
         headers: tuple[tuple[str, str], ...] = (OVERLOADED_HEADER,) if result.flag == "UO" else ()
-        local = LocalReply(status, body, headers, flags, verdict.reason)
+        reason = f"{verdict.reason}: {exc}" if exc is not None and str(exc) else verdict.reason
+        local = LocalReply(status, body, headers, flags, reason)
         if self.planner.raise_errors:
             raise error_for(local, self.request) from exc
         return local_response(local, self.request)

@@ -21,7 +21,9 @@ from typing import Any
 import httpcore
 import httpx
 
+from pymesh.outbound.origination import Origination
 from pymesh.outbound.pool import CLOSED, OPEN, ConnectionGate, PoolState, ThreadWaiter, Waiter
+from pymesh.outbound.tls_connection import AsyncTLSConnection, TLSConnection
 
 __all__ = ["AsyncEndpointPool", "EndpointAddress", "EndpointPool"]
 
@@ -165,7 +167,7 @@ class EndpointPool:
     def __init__(
         self, address: EndpointAddress, *, ssl_context: ssl.SSLContext | None = None,
         keepalive_expiry: float = 5.0, gate: ConnectionGate | None = None,
-        max_requests_per_connection: int | None = None,
+        max_requests_per_connection: int | None = None, tls: Origination | None = None,
     ) -> None:
         self.address = address
         self._origin = httpcore.Origin(address.scheme, address.host, address.port)
@@ -173,8 +175,10 @@ class EndpointPool:
         self._state: PoolState[_Conn] = PoolState(gate)
         #: Makes a new, not yet connected connection (it dials on its first request). Swappable:
         #: the benchmarks put an in-memory connection here to time the mesh without sockets.
-        self.dial: Callable[[], Any] = functools.partial(
-            httpcore.HTTPConnection, self._origin, ssl_context=ssl_context, keepalive_expiry=keepalive_expiry)
+        self.dial: Callable[[], Any] = (
+            functools.partial(TLSConnection, self._origin, tls, keepalive_expiry=keepalive_expiry) if tls else
+            functools.partial(httpcore.HTTPConnection, self._origin, ssl_context=ssl_context,
+                              keepalive_expiry=keepalive_expiry))
 
     def stats(self) -> tuple[int, int, int]:
         """(connections, idle, waiting requests)."""
@@ -248,14 +252,16 @@ class AsyncEndpointPool:
     def __init__(
         self, address: EndpointAddress, *, ssl_context: ssl.SSLContext | None = None,
         keepalive_expiry: float = 5.0, gate: ConnectionGate | None = None,
-        max_requests_per_connection: int | None = None,
+        max_requests_per_connection: int | None = None, tls: Origination | None = None,
     ) -> None:
         self.address = address
         self._origin = httpcore.Origin(address.scheme, address.host, address.port)
         self._max_uses = max_requests_per_connection
         self._state: PoolState[_Conn] = PoolState(gate)
-        self.dial: Callable[[], Any] = functools.partial(
-            httpcore.AsyncHTTPConnection, self._origin, ssl_context=ssl_context, keepalive_expiry=keepalive_expiry)
+        self.dial: Callable[[], Any] = (
+            functools.partial(AsyncTLSConnection, self._origin, tls, keepalive_expiry=keepalive_expiry) if tls else
+            functools.partial(httpcore.AsyncHTTPConnection, self._origin, ssl_context=ssl_context,
+                              keepalive_expiry=keepalive_expiry))
 
     def stats(self) -> tuple[int, int, int]:
         return self._state.stats()

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pymesh.outbound.origination import Origination, originations
 from pymesh.outbound.pool import ConnectionGate
 from pymesh.outbound.resilience.budget import RetryBudget
 from pymesh.outbound.resilience.limits import UNLIMITED, Limits, PoolLimits
@@ -22,7 +23,9 @@ from pymesh.outbound.resilience.outlier import OutlierDetector, OutlierPolicy
 from pymesh.snapshot.clusters import Cluster, ClusterKey
 
 if TYPE_CHECKING:
+    from pymesh.config.meshconfig import MeshConfig
     from pymesh.outbound.balancer import Balancer, HashPolicy
+    from pymesh.security.rotation import CertificateSource
 
 __all__ = ["DEFAULT_POOL", "ClusterState", "PoolSettings", "Runtime"]
 
@@ -31,11 +34,11 @@ class ClusterState:
     """One cluster's learned state: balancer, outlier detector, pool limits, retry budget."""
 
     __slots__ = ("balancer", "budget", "cluster", "connections", "fingerprint", "hash_policy", "limits", "outlier",
-                 "pool")
+                 "pool", "tls")
 
     def __init__(self, cluster: Cluster, fingerprint: tuple[Any, ...], balancer: Balancer,
                  outlier: OutlierDetector | None, limits: Limits, budget: RetryBudget, pool: PoolSettings,
-                 connections: ConnectionGate) -> None:
+                 connections: ConnectionGate, tls: tuple[Origination | None, ...]) -> None:
         self.cluster = cluster
         self.fingerprint = fingerprint
         self.balancer = balancer
@@ -45,6 +48,7 @@ class ClusterState:
         self.budget = budget
         self.pool = pool
         self.connections = connections  # tcp.maxConnections, counted across the cluster's endpoint pools
+        self.tls = tls  # per endpoint index: the TLS to originate, or None for plaintext
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +88,8 @@ class Runtime:
         self._lock = threading.Lock()
 
     def entry(self, cluster: Cluster, *, locality: str, labels: Any, mesh_locality: Any,
-              connect_timeout: float = 10.0) -> ClusterState:
+              connect_timeout: float = 10.0, identity: CertificateSource | None = None,
+              mesh_config: MeshConfig | None = None) -> ClusterState:
         """The state for ``cluster``: kept while its endpoints and policies stay the same.
 
         A changed outlier or pool policy rebuilds only that part's state; changed endpoints
@@ -98,7 +103,7 @@ class Runtime:
         lb = policy.load_balancer
         od = policy.outlier_detection
         fingerprint = (cluster.endpoints, lb, od, mesh_locality, locality, policy.connection_pool,
-                       policy.retry_budget, connect_timeout)
+                       policy.retry_budget, connect_timeout, policy.tls, identity, mesh_config)
         from pymesh.outbound.balancer import make_balancer
 
         with self._lock:
@@ -126,6 +131,13 @@ class Runtime:
             # The gate outlives rebuilds: pools already open keep counting against the same one.
             gate = entry.connections if entry is not None else ConnectionGate()
             gate.limit = limits.policy.max_connections if limits.policy.max_connections < UNLIMITED else None
-            entry = ClusterState(cluster, fingerprint, balancer, outlier, limits, budget, pool, gate)
+            key = cluster.key
+            mc = mesh_config
+            tls = originations(
+                policy.tls, cluster.service, cluster.endpoints, host=key.host, port=key.port, subset=key.subset,
+                identity=identity, trust_domain=mc.trust_domain if mc is not None else "cluster.local",
+                aliases=mc.trust_domain_aliases if mc is not None else (),
+                auto_mtls=mc.enable_auto_mtls if mc is not None else True)
+            entry = ClusterState(cluster, fingerprint, balancer, outlier, limits, budget, pool, gate, tls)
             self._entries[cluster.key] = entry
             return entry

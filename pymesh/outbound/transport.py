@@ -32,6 +32,7 @@ import httpx
 from pymesh.outbound.call import Attempt, Call, Planner, request_info
 from pymesh.outbound.engine import AsyncEndpointPool, EndpointAddress, EndpointPool
 from pymesh.outbound.mirror import AsyncMirror, ThreadMirror
+from pymesh.outbound.origination import Origination
 from pymesh.outbound.pool import ConnectionGate
 from pymesh.outbound.resilience.retry import Retry
 from pymesh.outbound.router import LocalReply
@@ -111,12 +112,16 @@ async def _adrain(response: httpx.Response) -> None:
         await response.aclose()
 
 
+#: One pool per endpoint of each cluster: its address, pool settings, connection gate and TLS.
+PoolKey = tuple[EndpointAddress, PoolSettings, ConnectionGate | None, Origination | None]
+
+
 class MeshTransport(httpx.BaseTransport):
     """An ``httpx.BaseTransport`` that routes every request through the mesh."""
 
     def __init__(self, mesh: Mesh, *, raise_errors: bool = False, mirror_capacity: int = 256) -> None:
         self._plan = Planner(mesh, raise_errors=raise_errors)
-        self._pools: dict[tuple[EndpointAddress, PoolSettings, ConnectionGate | None], EndpointPool] = {}
+        self._pools: dict[PoolKey, EndpointPool] = {}
         self._lock = threading.Lock()
         self._mirror = ThreadMirror(capacity=mirror_capacity)
 
@@ -125,17 +130,17 @@ class MeshTransport(httpx.BaseTransport):
         return self._mirror
 
     def _pool(self, attempt: Attempt) -> EndpointPool:
-        key = (attempt.address, attempt.pool, attempt.gate)  # one pool per endpoint of each cluster, as Envoy's
+        key = (attempt.address, attempt.pool, attempt.gate, attempt.tls)  # per endpoint of each cluster, as Envoy's
         pool = self._pools.get(key)
         if pool is None:
             with self._lock:
                 pool = self._pools.get(key)
                 if pool is None:
-                    address, settings, gate = key
+                    address, settings, gate, tls = key
                     ssl_context = self._plan.ssl_context if address.scheme == b"https" else None
                     pool = self._pools[key] = EndpointPool(
                         address, ssl_context=ssl_context, keepalive_expiry=settings.keepalive_expiry, gate=gate,
-                        max_requests_per_connection=settings.max_requests_per_connection)
+                        max_requests_per_connection=settings.max_requests_per_connection, tls=tls)
         return pool
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -220,7 +225,7 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, mesh: Mesh, *, raise_errors: bool = False, mirror_capacity: int = 256) -> None:
         self._plan = Planner(mesh, raise_errors=raise_errors)
-        self._pools: dict[tuple[EndpointAddress, PoolSettings, ConnectionGate | None], AsyncEndpointPool] = {}
+        self._pools: dict[PoolKey, AsyncEndpointPool] = {}
         self._mirror = AsyncMirror(capacity=mirror_capacity)
 
     @property
@@ -228,14 +233,14 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
         return self._mirror
 
     def _pool(self, attempt: Attempt) -> AsyncEndpointPool:
-        key = (attempt.address, attempt.pool, attempt.gate)
+        key = (attempt.address, attempt.pool, attempt.gate, attempt.tls)
         pool = self._pools.get(key)
         if pool is None:  # one event loop drives this transport: no lock needed
-            address, settings, gate = key
+            address, settings, gate, tls = key
             ssl_context = self._plan.ssl_context if address.scheme == b"https" else None
             pool = self._pools[key] = AsyncEndpointPool(
                 address, ssl_context=ssl_context, keepalive_expiry=settings.keepalive_expiry, gate=gate,
-                max_requests_per_connection=settings.max_requests_per_connection)
+                max_requests_per_connection=settings.max_requests_per_connection, tls=tls)
         return pool
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

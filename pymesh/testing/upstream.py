@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -27,6 +29,7 @@ class Received:
     path: str
     headers: Mapping[str, str]
     body: bytes
+    peer_cert: bytes | None = None  # the client's certificate (DER), on a TLS upstream that got one
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,11 @@ Behaviour = Callable[[Received], Reply]
 class _Server(ThreadingHTTPServer):
     request_queue_size = 1024  # socketserver's 5 drops handshakes under a burst of new connections
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError, TimeoutError)):
+            return  # a refused TLS handshake or a client gone: what TLS tests provoke on purpose
+        super().handle_error(request, client_address)
+
 
 @dataclass(eq=False)
 class Upstream:
@@ -52,12 +60,14 @@ class Upstream:
     labels: Mapping[str, str] = field(default_factory=dict)
     locality: str = ""
     service_account: str = "default"
+    ssl_context: ssl.SSLContext | None = None  # serve TLS (e.g. ``pymesh.security.server_context``)
     received: list[Received] = field(default_factory=list)
     _behaviour: Behaviour | None = None
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _connections: set[socket.socket] = field(default_factory=set)
+    _accepted: int = 0
 
     @property
     def port(self) -> int:
@@ -66,7 +76,11 @@ class Upstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
+
+    def accepted(self) -> int:
+        """Connections accepted so far (TLS handshakes completed, on a TLS upstream)."""
+        return self._accepted
 
     def respond(self, behaviour: Behaviour | Reply | None) -> None:
         """Set how to answer: a fixed ``Reply``, a function of the request, or None for the echo."""
@@ -95,9 +109,17 @@ class Upstream:
                 pass
 
             def setup(self) -> None:
+                conn = self.request
+                self.peer_cert: bytes | None = None
+                if isinstance(conn, ssl.SSLSocket):
+                    conn.settimeout(10.0)
+                    conn.do_handshake()  # a refused handshake ends here: nothing is read or answered
+                    conn.settimeout(None)
+                    self.peer_cert = conn.getpeercert(binary_form=True)
                 super().setup()
                 with upstream._lock:
                     upstream._connections.add(self.connection)
+                    upstream._accepted += 1
 
             def finish(self) -> None:
                 with upstream._lock:
@@ -107,7 +129,8 @@ class Upstream:
             def _handle(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
-                seen = Received(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                seen = Received(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body,
+                                self.peer_cert)
                 with upstream._lock:
                     upstream.received.append(seen)
                 behaviour = upstream._behaviour
@@ -135,6 +158,10 @@ class Upstream:
 
         server = _Server(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
+        if self.ssl_context is not None:
+            # The handshake runs in the handler's thread, so a slow or failed one stalls no one else.
+            server.socket = self.ssl_context.wrap_socket(server.socket, server_side=True,
+                                                         do_handshake_on_connect=False)
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"upstream-{self.name}", daemon=True)
