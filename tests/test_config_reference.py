@@ -61,7 +61,8 @@ def test_the_most_specific_pattern_wins() -> None:
     # An exact entry covers its own path only; a subtree entry covers everything under it.
     assert support_for("DestinationRule", "trafficPolicy").status == "enforced"
     assert str(support_for("DestinationRule", "trafficPolicy.connectionPool.tcp")) == "accepted (resilience)"
-    assert str(support_for("DestinationRule", "trafficPolicy.tls.mode")) == "accepted (mTLS)"
+    assert support_for("DestinationRule", "trafficPolicy.tls.mode").status == "enforced"
+    assert support_for("DestinationRule", "trafficPolicy.tls.credentialName").status == "ignored"
     assert support_for("ServiceEntry", "endpoints.locality").status == "enforced"
     assert lookup("ServiceEntry", "endpoints.locality")[0] == "ServiceEntry.endpoints.*"
     with pytest.raises(KeyError):

@@ -131,7 +131,10 @@ def _traffic_components(prefix: str) -> dict[str, Support]:
         f"{pool}.http.http2MaxRequests": _enforced("Requests in flight beyond it get 503 UO at once"),
         f"{pool}.http.maxRetries": _enforced("Retries in flight beyond it are not made (flag UO)"),
         f"{prefix}.outlierDetection.*": _enforced(),
-        f"{prefix}.tls.*": _accepted(MTLS),
+        f"{prefix}.tls.*": _enforced(),
+        f"{prefix}.tls.credentialName": _ignored("Names a Kubernetes secret; give the files "
+                                                 "(`clientCertificate`, `privateKey`, `caCertificates`)"),
+        f"{prefix}.tls.caCrl": _accepted(MTLS, "Certificate revocation lists are not checked yet"),
     }
 
 
@@ -271,7 +274,7 @@ _TABLE: dict[str, Support] = {
     "MeshConfig": _ignored("Kubernetes, istiod or Envoy settings with no meaning for an in-process proxy"),
     "MeshConfig.trustDomain": _enforced(),
     "MeshConfig.rootNamespace": _enforced("Policies and DestinationRules here apply mesh-wide"),
-    "MeshConfig.trustDomainAliases": _accepted(AUTHZ),
+    "MeshConfig.trustDomainAliases": _enforced("Peers from these trust domains verify as if from the mesh's own"),
     "MeshConfig.outboundTrafficPolicy.*": _enforced("`REGISTRY_ONLY`: a host outside the registry gets 502 NR"),
     "MeshConfig.pathNormalization.*": _accepted(AUTHZ),
     "MeshConfig.defaultHttpRetryPolicy.*": _enforced("For routes without `retries` and services without a "
@@ -279,7 +282,8 @@ _TABLE: dict[str, Support] = {
     "MeshConfig.connectTimeout": _accepted(RESILIENCE),
     "MeshConfig.tcpKeepalive": _accepted(RESILIENCE),
     "MeshConfig.defaultTrafficPolicy": _accepted(RESILIENCE),
-    "MeshConfig.enableAutoMtls": _accepted(MTLS),
+    "MeshConfig.enableAutoMtls": _enforced("mTLS toward endpoints labelled `security.istio.io/tlsMode: "
+                                           "istio` when the workload has an identity"),
     "MeshConfig.caCertificates": _accepted(MTLS),
     "MeshConfig.verifyCertificateAtClient": _accepted(MTLS),
     "MeshConfig.meshMtls": _accepted(MTLS),
