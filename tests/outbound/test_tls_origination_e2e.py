@@ -8,6 +8,10 @@ handshake, so a 200 from one proves mTLS was used.
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +23,7 @@ from pymesh.outbound.transport import AsyncMeshTransport, MeshTransport
 from pymesh.security import MeshCA, SpiffeId, server_context
 from pymesh.testing.upstream import Upstream, service_yaml
 from tests.outbound.conftest import Connect, docs, served_by
-from tests.outbound.test_resilience_e2e import FLAGS, URL, dest_rule
+from tests.outbound.test_resilience_e2e import FLAGS, URL, dest_rule, free_port
 
 ISTIO = {"security.istio.io/tlsMode": "istio"}
 
@@ -200,3 +204,46 @@ def test_a_rotated_certificate_is_used_by_new_connections(
     assert second.serial_number == x509.load_pem_x509_certificate(identity.current.cert_chain_pem).serial_number
     transport = sender.transport
     assert isinstance(transport, MeshTransport | AsyncMeshTransport)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_istio_mutual_against_openssl_s_server(
+    ca: MeshCA, connect: Connect, meshes: list[pymesh.Mesh], tmp_path: Path
+) -> None:
+    # A TLS stack nobody here wrote: OpenSSL's test server, demanding a client certificate.
+    server_cert = ca.issue("ns1", "svc")
+    (tmp_path / "cert.pem").write_bytes(server_cert.cert_chain_pem)
+    (tmp_path / "key.pem").write_bytes(server_cert.key_pem)
+    (tmp_path / "root.pem").write_bytes(ca.cert_pem)
+    port = free_port()
+    proc = subprocess.Popen(
+        ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(tmp_path / "cert.pem"),
+         "-key", str(tmp_path / "key.pem"), "-CAfile", str(tmp_path / "root.pem"), "-Verify", "1",
+         "-verify_return_error", "-www"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        text = f"""apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: svc, namespace: ns1}}
+spec:
+  hosts: [svc]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}, serviceAccount: svc}}]
+---
+""" + dest_rule(ISTIO_MUTUAL)
+        mesh = mesh_for(text, ca, service_account="customer")
+        meshes.append(mesh)
+        r = connect(mesh).get(URL, timeout=10.0)
+        assert r.status_code == 200, r.text
+        assert "Client certificate" in r.text  # -www reports the certificate pymesh presented
+    finally:
+        proc.kill()
+        proc.wait(10)
