@@ -129,7 +129,9 @@ class _SyncStream(httpx.SyncByteStream):
 
     def close(self) -> None:
         try:
-            self._stream.close()
+            close = getattr(self._stream, "close", None)  # a plain iterable body has none
+            if close is not None:
+                close()
         finally:
             done, self._done = self._done, None
             if done is not None:
@@ -152,7 +154,9 @@ class _AsyncStream(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         try:
-            await self._stream.aclose()
+            aclose = getattr(self._stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
         finally:
             done, self._done = self._done, None
             if done is not None:
@@ -186,7 +190,7 @@ class EndpointPool:
 
     def _lease(self, request: httpx.Request, extensions: dict[str, Any]) -> _Conn:
         state = self._state
-        lease, stale = state.checkout(ThreadWaiter())
+        lease, stale = state.checkout(ThreadWaiter)
         _close_all(stale)
         if isinstance(lease, ThreadWaiter):
             if not lease.wait(_pool_timeout(extensions)):
@@ -268,7 +272,7 @@ class AsyncEndpointPool:
 
     async def _lease(self, request: httpx.Request, extensions: dict[str, Any]) -> _Conn:
         state = self._state
-        lease, stale = state.checkout(_AsyncWaiter())
+        lease, stale = state.checkout(_AsyncWaiter)
         await _aclose_all(stale)
         if isinstance(lease, _AsyncWaiter):
             try:

@@ -21,26 +21,39 @@ class FakeConn:
         return self.name
 
 
+def test_a_waiter_is_made_only_when_a_request_must_wait() -> None:
+    made: list[ThreadWaiter] = []
+
+    def make() -> ThreadWaiter:
+        made.append(ThreadWaiter())
+        return made[-1]
+
+    state: PoolState[FakeConn] = PoolState(ConnectionGate(1))
+    assert state.checkout(make)[0] is OPEN
+    assert made == []
+    assert state.checkout(make)[0] is made[0]
+
+
 def test_a_returned_connection_is_reused_last_in_first_out() -> None:
     state: PoolState[FakeConn] = PoolState()
-    assert state.checkout(ThreadWaiter()) == (OPEN, [])
-    assert state.checkout(ThreadWaiter()) == (OPEN, [])
+    assert state.checkout(ThreadWaiter) == (OPEN, [])
+    assert state.checkout(ThreadWaiter) == (OPEN, [])
     a, b = FakeConn("a"), FakeConn("b")
     assert state.checkin(a, reusable=True) == []
     assert state.checkin(b, reusable=True) == []
-    assert state.checkout(ThreadWaiter()) == (b, [])
+    assert state.checkout(ThreadWaiter) == (b, [])
     assert state.stats() == (2, 1, 0)
 
 
 def test_expired_idle_connections_are_handed_back_for_closing_and_uncounted() -> None:
     gate = ConnectionGate(2)
     state: PoolState[FakeConn] = PoolState(gate)
-    state.checkout(ThreadWaiter())
-    state.checkout(ThreadWaiter())
+    state.checkout(ThreadWaiter)
+    state.checkout(ThreadWaiter)
     old, fresh = FakeConn("old", expired=True), FakeConn("fresh")
     state.checkin(fresh, reusable=True)
     state.checkin(old, reusable=True)
-    assert state.checkout(ThreadWaiter()) == (fresh, [old])
+    assert state.checkout(ThreadWaiter) == (fresh, [old])
     assert (state.stats()[0], gate.open) == (1, 1)
 
 
@@ -48,21 +61,21 @@ def test_the_gate_is_shared_and_each_endpoint_may_open_its_first_connection() ->
     gate = ConnectionGate(1)
     a: PoolState[FakeConn] = PoolState(gate)
     b: PoolState[FakeConn] = PoolState(gate)
-    assert a.checkout(ThreadWaiter())[0] is OPEN
-    assert b.checkout(ThreadWaiter())[0] is OPEN  # b has none: Envoy's per-host floor
+    assert a.checkout(ThreadWaiter)[0] is OPEN
+    assert b.checkout(ThreadWaiter)[0] is OPEN  # b has none: Envoy's per-host floor
     assert gate.open == 2
     waiter = ThreadWaiter()
-    assert a.checkout(waiter)[0] is waiter  # a has one and the cluster is full: wait
+    assert a.checkout(lambda: waiter)[0] is waiter  # a has one and the cluster is full: wait
     assert a.stats() == (1, 0, 1)
 
 
 def test_a_closed_connection_gives_its_slot_to_the_longest_waiter() -> None:
     gate = ConnectionGate(1)
     state: PoolState[FakeConn] = PoolState(gate)
-    state.checkout(ThreadWaiter())
+    state.checkout(ThreadWaiter)
     first, second = ThreadWaiter(), ThreadWaiter()
-    state.checkout(first)
-    state.checkout(second)
+    state.checkout(lambda: first)
+    state.checkout(lambda: second)
     broken = FakeConn("broken")
     assert state.checkin(broken, reusable=False) == [broken]
     assert (first.granted, second.granted) == (OPEN, None)
@@ -71,9 +84,9 @@ def test_a_closed_connection_gives_its_slot_to_the_longest_waiter() -> None:
 
 def test_a_reusable_connection_goes_straight_to_a_waiter() -> None:
     state: PoolState[FakeConn] = PoolState(ConnectionGate(1))
-    state.checkout(ThreadWaiter())
+    state.checkout(ThreadWaiter)
     waiter = ThreadWaiter()
-    state.checkout(waiter)
+    state.checkout(lambda: waiter)
     conn = FakeConn("c")
     state.checkin(conn, reusable=True)
     assert waiter.granted is conn
@@ -84,9 +97,9 @@ def test_a_reusable_connection_goes_straight_to_a_waiter() -> None:
 def test_a_waiter_that_gives_up_leaves_nothing_behind() -> None:
     gate = ConnectionGate(1)
     state: PoolState[FakeConn] = PoolState(gate)
-    state.checkout(ThreadWaiter())
+    state.checkout(ThreadWaiter)
     waiter = ThreadWaiter()
-    state.checkout(waiter)
+    state.checkout(lambda: waiter)
     assert not waiter.wait(0.01)
     assert state.abandon(waiter) == []
     assert state.stats() == (1, 0, 0)
@@ -95,10 +108,10 @@ def test_a_waiter_that_gives_up_leaves_nothing_behind() -> None:
 def test_a_grant_that_races_a_give_up_is_handed_on() -> None:
     gate = ConnectionGate(1)
     state: PoolState[FakeConn] = PoolState(gate)
-    state.checkout(ThreadWaiter())
+    state.checkout(ThreadWaiter)
     late, next_ = ThreadWaiter(), ThreadWaiter()
-    state.checkout(late)
-    state.checkout(next_)
+    state.checkout(lambda: late)
+    state.checkout(lambda: next_)
     conn = FakeConn("c")
     state.checkin(conn, reusable=True)  # granted to `late` just as it times out
     assert state.abandon(late) == []
@@ -106,10 +119,10 @@ def test_a_grant_that_races_a_give_up_is_handed_on() -> None:
     # An OPEN grant that races a give-up frees its slot for the next waiter.
     gate2 = ConnectionGate(1)
     state2: PoolState[FakeConn] = PoolState(gate2)
-    state2.checkout(ThreadWaiter())
+    state2.checkout(ThreadWaiter)
     w1, w2 = ThreadWaiter(), ThreadWaiter()
-    state2.checkout(w1)
-    state2.checkout(w2)
+    state2.checkout(lambda: w1)
+    state2.checkout(lambda: w2)
     state2.checkin(FakeConn("x"), reusable=False)
     assert w1.granted is OPEN
     state2.abandon(w1)
@@ -120,22 +133,22 @@ def test_a_grant_that_races_a_give_up_is_handed_on() -> None:
 def test_close_wakes_waiters_and_returns_idle_connections() -> None:
     gate = ConnectionGate(2)
     state: PoolState[FakeConn] = PoolState(gate)
-    state.checkout(ThreadWaiter())
-    state.checkout(ThreadWaiter())
+    state.checkout(ThreadWaiter)
+    state.checkout(ThreadWaiter)
     idle = FakeConn("idle")
     state.checkin(idle, reusable=True)
     waiter = ThreadWaiter()
-    state.checkout(ThreadWaiter())  # takes `idle`
-    assert state.checkout(waiter)[0] is waiter
+    state.checkout(ThreadWaiter)  # takes `idle`
+    assert state.checkout(lambda: waiter)[0] is waiter
     assert state.close() == []  # nothing idle now
     assert waiter.granted is CLOSED
-    assert state.checkout(ThreadWaiter()) == (CLOSED, [])
+    assert state.checkout(ThreadWaiter) == (CLOSED, [])
     late = FakeConn("late")
     assert state.checkin(late, reusable=True) == [late]  # returned after close: closed, not kept
     assert state.checkin(idle, reusable=True) == [idle]
     assert (state.stats(), gate.open) == ((0, 0, 0), 0)
     other: PoolState[FakeConn] = PoolState()
-    other.checkout(ThreadWaiter())
+    other.checkout(ThreadWaiter)
     kept = FakeConn("kept")
     other.checkin(kept, reusable=True)
     assert other.close() == [kept]
@@ -152,7 +165,7 @@ def test_counts_stay_exact_under_threads() -> None:
             for i in range(300):
                 state = pools[(n + i) % 3]
                 waiter = ThreadWaiter()
-                lease: object = state.checkout(waiter)[0]
+                lease: object = state.checkout(lambda w=waiter: w)[0]  # type: ignore[misc]
                 if lease is waiter:
                     if not waiter.wait(5.0):
                         raise AssertionError("starved")
