@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
 
@@ -38,6 +39,27 @@ def _parser() -> argparse.ArgumentParser:
                          help="the calling workload's namespace (default: the config's only namespace, else default)")
     explain.add_argument("--workload", default="", help="the calling workload's name")
     explain.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'")
+
+    ca = sub.add_parser("ca", help="a mesh certificate authority for development: init, issue")
+    ca_sub = ca.add_subparsers(dest="ca_command", required=True, metavar="ACTION")
+    init = ca_sub.add_parser("init", help="create a root CA (or an intermediate under --root-cert/--root-key)")
+    init.add_argument("--trust-domain", default="cluster.local", help="the mesh's trust domain (default cluster.local)")
+    init.add_argument("--out", required=True, metavar="DIR", help="folder to write the CA into")
+    init.add_argument("--root-cert", metavar="FILE", help="plug-in CA certificate (then its chain) to sign under")
+    init.add_argument("--root-key", metavar="FILE", help="the plug-in CA's private key")
+    init.add_argument("--key", choices=("ec", "rsa"), default="ec", help="ECDSA P-256 (default) or RSA 2048")
+    init.add_argument("--days", type=int, default=3650, help="CA validity in days (default 3650)")
+    init.add_argument("--force", action="store_true", help="overwrite a CA already in DIR")
+    issue = ca_sub.add_parser("issue", help="issue a workload certificate in Istio's layout")
+    issue.add_argument("--ca", required=True, metavar="DIR", help="a folder written by 'pymesh ca init'")
+    issue.add_argument("--namespace", required=True)
+    issue.add_argument("--service-account", required=True)
+    issue.add_argument("--out", required=True, metavar="DIR",
+                       help="folder for cert-chain.pem, key.pem, root-cert.pem")
+    issue.add_argument("--trust-domain", default=None, help="default: the CA's")
+    issue.add_argument("--ttl", default="24h", help="lifetime, e.g. 24h, 90m, 7d (default 24h, at most 90d)")
+    issue.add_argument("--key", choices=("ec", "rsa"), default="ec", help="ECDSA P-256 (default) or RSA 2048")
+    issue.add_argument("--dns", action="append", default=[], metavar="NAME", help="add a DNS SAN (repeatable)")
     return parser
 
 
@@ -46,7 +68,51 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "validate":
         return _validate(args, out)
+    if args.command == "ca":
+        return _ca(args, out)
     return _explain(args, out)
+
+
+def _ca(args: argparse.Namespace, out: TextIO) -> int:
+    # Imported here: cryptography's X.509 machinery is not needed by validate or explain.
+    from pymesh.security.ca import MeshCA
+    from pymesh.security.identity import CertificateError
+
+    try:
+        if args.ca_command == "init":
+            folder = Path(args.out)
+            if not args.force and any((folder / n).exists() for n in ("root-key.pem", "ca-key.pem")):
+                print(f"pymesh ca init: {folder} already holds a CA key; use --force to replace it", file=sys.stderr)
+                return 1
+            if bool(args.root_cert) != bool(args.root_key):
+                print("pymesh ca init: --root-cert and --root-key go together", file=sys.stderr)
+                return 2
+            ttl = timedelta(days=args.days)
+            if args.root_cert:
+                ca = MeshCA.from_plugin(Path(args.root_cert).read_bytes(), Path(args.root_key).read_bytes(),
+                                        trust_domain=args.trust_domain, key=args.key, ttl=ttl)
+            else:
+                ca = MeshCA.init(args.trust_domain, key=args.key, ttl=ttl)
+            for path in ca.save(folder):
+                print(f"wrote {path}", file=out)
+            return 0
+        ca = MeshCA.load(args.ca)
+        cert = ca.issue(args.namespace, args.service_account, ttl=_duration(args.ttl), key=args.key,
+                        dns_names=args.dns, trust_domain=args.trust_domain)
+        cert.write(args.out)
+        print(f"issued {cert.spiffe_id.uri}, valid until {cert.not_after.isoformat()}, into {args.out}", file=out)
+        return 0
+    except (CertificateError, ValueError, OSError) as exc:
+        print(f"pymesh ca {args.ca_command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _duration(text: str) -> timedelta:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.replace(".", "", 1).isdigit():
+        raise ValueError(f"--ttl {text!r}: use a number and a unit, e.g. 24h, 90m, 7d")
+    return timedelta(seconds=float(number) * units[unit])
 
 
 def _validate(args: argparse.Namespace, out: TextIO) -> int:
