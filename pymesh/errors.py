@@ -3,6 +3,8 @@
     MeshError
     ├── ConfigError (also ValueError)     bad config; ``.issues`` lists every finding
     ├── NoRouteError (also LookupError)   ``mesh.route()`` found no route for a request
+    ├── CertificateError (also ValueError)        a certificate file or PEM is unusable (pymesh.security)
+    ├── PeerVerificationError (also ValueError)   a peer's SVID failed SPIFFE verification (pymesh.security)
     └── MeshRequestError (also httpx.RequestError)   a request failed the way a sidecar fails it;
         │                                            raised instead of the response with raise_errors=True
         ├── RouteNotFoundError (also NoRouteError)    404 NR, or 502 under REGISTRY_ONLY

@@ -141,14 +141,9 @@ class Mesh:
     def _make_identity(self) -> CertificateSource | None:
         from pymesh.security.rotation import CertificateSource
 
-        w = self._workload
-        if w.cert_dir:
-            source = CertificateSource.from_dir(w.cert_dir)
-        elif self._ca is not None:
-            source = CertificateSource.from_ca(self._ca, w.namespace, w.service_account)
-        else:
-            return None
-        return source.start()  # renews in the background before expiry
+        source = CertificateSource.for_workload(self._workload, ca=self._ca,
+                                                trust_domain=self._live.snapshot.mesh_config.trust_domain)
+        return source.start() if source is not None else None  # renews in the background before expiry
 
     @property
     def config(self) -> Config:
