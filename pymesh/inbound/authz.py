@@ -1,0 +1,221 @@
+"""AuthorizationPolicy evaluation: CUSTOM, DENY, ALLOW and AUDIT in Istio's order, without I/O.
+
+One :class:`Authorizer` per (snapshot, workload), compiled from the AuthorizationPolicy
+resources that select the workload (``WorkloadPolicies.authorization``, legacy RBAC
+translations included). :meth:`Authorizer.check` takes the request, the normalized path
+and the verified token identity and answers a :class:`Decision`:
+
+1. any DENY rule matches: 403 ``RBAC: access denied``;
+2. ALLOW policies exist and none of their rules matches: 403;
+3. otherwise allowed; if a CUSTOM rule matches, :attr:`Decision.custom` names the
+   extension provider the driver must ask before the app runs
+   (:mod:`pymesh.inbound.extauthz`). Istio asks CUSTOM first; asking it last changes
+   nothing but which 403 body a request denied twice gets, and spares the call.
+
+AUDIT rules only fill :attr:`Decision.audit`. Policies annotated ``istio.io/dry-run: "true"``
+are evaluated into :attr:`Decision.shadow_denied` and never change the verdict.
+
+Fail closed: a condition pymesh cannot evaluate (``experimental.envoy.filters.*``), a
+CUSTOM provider that is missing, not an HTTP ext_authz, or one of several providers for
+the workload, makes an ALLOW rule match nothing and a DENY rule (or a CUSTOM rule,
+denying) match on the rest of its fields. Each such finding is in :attr:`Authorizer.warnings`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pymesh.config.meshconfig import ExtensionProvider as MeshExtensionProvider
+from pymesh.config.resource import Resource
+from pymesh.config.security_authz import AuthorizationPolicy
+from pymesh.inbound.authn import Identity
+from pymesh.inbound.authz_compile import RuleCompiler, match_any
+from pymesh.inbound.authz_match import Attributes, Predicate
+from pymesh.inbound.extauthz import provider_problems
+from pymesh.inbound.request import Denial, InboundRequest
+
+__all__ = ["DENIED", "Authorizer", "CustomCheck", "Decision", "analyze"]
+
+DENIED = Denial(403, b"RBAC: access denied", (("content-type", "text/plain"),))
+_DRY_RUN = "istio.io/dry-run"
+
+
+@dataclass(frozen=True, slots=True)
+class CustomCheck:
+    """A CUSTOM policy matched: ask this provider (``provider`` None: deny, it cannot be asked)."""
+
+    name: str
+    provider: MeshExtensionProvider | None
+    policies: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The verdict for one request; ``policy`` is the matched DENY/ALLOW policy (``ns/name``) or ''."""
+
+    allowed: bool
+    denial: Denial | None = None
+    policy: str = ""
+    custom: CustomCheck | None = None
+    audit: tuple[str, ...] = ()
+    shadow_denied: bool | None = None  # the verdict of dry-run policies alone, when there are any
+
+
+_ALLOW = Decision(True)
+_DENY_DEFAULT = Decision(False, DENIED)
+
+
+@dataclass(frozen=True, slots=True)
+class _Policy:
+    name: str
+    action: str
+    match: Predicate
+    provider: str = ""
+    methods: frozenset[str] | None = None  # every method a rule can match; None: any
+
+
+def _methods(spec: AuthorizationPolicy) -> frozenset[str] | None:
+    """The methods some rule of ``spec`` can match, when every rule names them positively (an index key)."""
+    found: set[str] = set()
+    for rule in spec.rules:
+        operations = rule.operations
+        if not operations or any(not o.methods for o in operations):
+            return None
+        for o in operations:
+            found.update(o.methods)
+    return frozenset(found)
+
+
+def _by_method(policies: Sequence[_Policy]) -> tuple[dict[str, tuple[_Policy, ...]], tuple[_Policy, ...]]:
+    """Policies to try per request method (order kept), and for a method no policy names."""
+    named = {m for p in policies if p.methods is not None for m in p.methods}
+    table = {m: tuple(p for p in policies if p.methods is None or m in p.methods) for m in named}
+    return table, tuple(p for p in policies if p.methods is None)
+
+
+def _dry_run(res: Resource[Any]) -> bool:
+    return str(res.metadata.annotations.get(_DRY_RUN, "")).lower() == "true"
+
+
+class Authorizer:
+    """The AuthorizationPolicies of one workload, compiled; :meth:`check` is pure and cheap."""
+
+    def __init__(
+        self,
+        policies: Iterable[Resource[AuthorizationPolicy]],
+        *,
+        providers: Sequence[MeshExtensionProvider] = (),
+        trust_domain: str = "cluster.local",
+        trust_domain_aliases: Sequence[str] = (),
+    ) -> None:
+        warnings: list[str] = []
+        domains = (trust_domain, *trust_domain_aliases)
+        known = {p.name: p for p in providers}
+        enforced: dict[str, list[_Policy]] = {"CUSTOM": [], "DENY": [], "ALLOW": [], "AUDIT": []}
+        shadow: dict[str, list[_Policy]] = {"CUSTOM": [], "DENY": [], "ALLOW": [], "AUDIT": []}
+        ordered = sorted(policies, key=lambda r: r.age)
+        for res in ordered:
+            spec: AuthorizationPolicy = res.spec
+            name = f"{res.namespace}/{res.name}"
+            deny = spec.action != "ALLOW"
+            compiler = RuleCompiler(f"AuthorizationPolicy {name}", res.namespace, deny, domains, warnings)
+            match = match_any([compiler.rule(r) for r in spec.rules])
+            provider = spec.provider.name if spec.provider is not None else ""
+            policy = _Policy(name, spec.action, match, provider, _methods(spec))
+            (shadow if _dry_run(res) else enforced)[spec.action].append(policy)
+        self._custom = _custom_checks(enforced["CUSTOM"], known, warnings)
+        self._deny, self._deny_other = _by_method(enforced["DENY"])
+        self._allow, self._allow_other = _by_method(enforced["ALLOW"])
+        self._audit = tuple(enforced["AUDIT"])
+        self._has_allow = bool(enforced["ALLOW"])
+        self._shadow = shadow if any(shadow.values()) else None
+        self._trivial = not (self._custom or enforced["DENY"] or enforced["ALLOW"] or self._audit or self._shadow)
+        warnings += analyze(ordered)
+        self.warnings: tuple[str, ...] = tuple(dict.fromkeys(warnings))
+        """What the load should show: rules that fail closed, risky shapes (see :func:`analyze`)."""
+
+    @property
+    def enabled(self) -> bool:
+        return not self._trivial
+
+    def check(self, request: InboundRequest, path: str, identity: Identity | None = None, *,
+              remote_ip: str | None = None) -> Decision:
+        """The verdict for ``request`` at normalized ``path`` with the verified token ``identity``.
+
+        ``remote_ip``: the original client address when a trusted proxy vouched for it
+        (``remote.ip``, ``remoteIpBlocks``); the direct peer otherwise.
+        """
+        if self._trivial:
+            return _ALLOW
+        attrs = Attributes(request, path, identity, remote_ip)
+        audit = tuple(p.name for p in self._audit if p.match(attrs)) if self._audit else ()
+        shadow = self._shadow_verdict(attrs) if self._shadow is not None else None
+        method = request.method
+        for policy in self._deny.get(method, self._deny_other):
+            if policy.match(attrs):
+                return Decision(False, DENIED, policy.name, None, audit, shadow)
+        matched = ""
+        if self._has_allow:
+            for policy in self._allow.get(method, self._allow_other):
+                if policy.match(attrs):
+                    matched = policy.name
+                    break
+            else:
+                if not audit and shadow is None:
+                    return _DENY_DEFAULT
+                return Decision(False, DENIED, "", None, audit, shadow)
+        custom = next((c for p, c in self._custom if p.match(attrs)), None)
+        if custom is not None and custom.provider is None:
+            return Decision(False, DENIED, custom.policies[0], custom, audit, shadow)
+        if custom is None and not audit and shadow is None and not matched:
+            return _ALLOW
+        return Decision(True, None, matched, custom, audit, shadow)
+
+    def _shadow_verdict(self, attrs: Attributes) -> bool:
+        shadow = self._shadow
+        assert shadow is not None
+        if any(p.match(attrs) for p in shadow["DENY"]):
+            return True
+        return bool(shadow["ALLOW"]) and not any(p.match(attrs) for p in shadow["ALLOW"])
+
+
+def _custom_checks(policies: list[_Policy], known: Mapping[str, MeshExtensionProvider], warnings: list[str],
+                   ) -> tuple[tuple[_Policy, CustomCheck], ...]:
+    """Each CUSTOM policy with the provider it asks; None (deny) when that provider cannot be asked."""
+    names = list(dict.fromkeys(p.provider for p in policies))
+    out: list[tuple[_Policy, CustomCheck]] = []
+    for policy in policies:
+        provider = known.get(policy.provider)
+        reason = ""
+        if len(names) > 1:
+            reason = f"more than one CUSTOM provider ({', '.join(names)}) selects the workload"
+        elif provider is None:
+            reason = f"extension provider {policy.provider!r} is not in MeshConfig extensionProviders"
+        else:
+            problems = [p for p in provider_problems(provider) if "includeRequestBodyInCheck" not in p]
+            reason = "; ".join(problems)
+        if reason:
+            warnings.append(f"AuthorizationPolicy {policy.name}: {reason}; matching requests are denied "
+                            "(fail closed)")
+            provider = None
+        out.append((policy, CustomCheck(policy.provider, provider, (policy.name,))))
+    return tuple(out)
+
+
+def analyze(policies: Iterable[Resource[AuthorizationPolicy]]) -> list[str]:
+    """Load-time warnings about policy shapes that are easy to get wrong (ISTIO-SECURITY-2021-004/-005)."""
+    warnings: list[str] = []
+    for res in policies:
+        spec = res.spec
+        name = f"AuthorizationPolicy {res.namespace}/{res.name}"
+        for i, rule in enumerate(spec.rules):
+            for s in rule.sources:
+                if spec.action == "DENY" and (s.principals or s.namespaces):
+                    warnings.append(f"{name}: rules[{i}]: DENY on principals/namespaces does not match plaintext "
+                                    "callers (no peer identity); add STRICT mTLS or a DENY on notPrincipals: ['*']")
+                if spec.action == "ALLOW" and (s.not_principals or s.not_namespaces):
+                    warnings.append(f"{name}: rules[{i}]: ALLOW on notPrincipals/notNamespaces requires a verified "
+                                    "peer in pymesh: plaintext callers do not match (Istio would let them in)")
+    return warnings
