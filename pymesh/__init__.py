@@ -7,6 +7,7 @@ already write. Start with ``pymesh.Mesh.from_path("mesh/")``.
 from __future__ import annotations
 
 import logging
+import typing as _typing
 
 from pymesh.errors import (
     ConfigError,
@@ -20,13 +21,20 @@ from pymesh.errors import (
     UpstreamOverflowError,
     UpstreamTimeoutError,
 )
+from pymesh.inbound.request import Caller
 from pymesh.mesh import Mesh
 from pymesh.outbound.decision import RouteDecision
+from pymesh.serve import serve
 from pymesh.workload import Workload
+
+if _typing.TYPE_CHECKING:
+    from pymesh import asgi as asgi
+    from pymesh import wsgi as wsgi
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Caller",
     "ConfigError",
     "Issue",
     "Mesh",
@@ -41,9 +49,11 @@ __all__ = [
     "UpstreamTimeoutError",
     "Workload",
     "__version__",
+    "serve",
 ]
 
 for _cls in (
+    Caller,
     ConfigError,
     Issue,
     Mesh,
@@ -61,3 +71,12 @@ for _cls in (
     _cls.__module__ = "pymesh"
 
 logging.getLogger("pymesh").addHandler(logging.NullHandler())
+
+
+def __getattr__(name: str) -> _typing.Any:
+    # ``pymesh.asgi`` and ``pymesh.wsgi`` load on first use, so ``import pymesh`` stays light.
+    if name in ("asgi", "wsgi"):
+        import importlib
+
+        return importlib.import_module(f"pymesh.{name}")
+    raise AttributeError(f"module 'pymesh' has no attribute {name!r}")

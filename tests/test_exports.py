@@ -39,6 +39,28 @@ def test_contract_names_are_exported() -> None:
     assert pymesh.__version__.count(".") >= 2
 
 
+def test_inbound_names_are_exported() -> None:
+    # CONTRACT.md section 3: pymesh.Caller, pymesh.serve, pymesh.asgi / pymesh.wsgi MeshMiddleware.
+    assert {"Caller", "serve"} <= set(pymesh.__all__)
+    assert callable(pymesh.serve)
+    assert pymesh.asgi.MeshMiddleware.__name__ == "MeshMiddleware"
+    assert pymesh.wsgi.MeshMiddleware.__name__ == "MeshMiddleware"
+    with pytest.raises(AttributeError):
+        pymesh.no_such_name  # noqa: B018
+
+
+def test_caller_is_a_frozen_value() -> None:
+    caller = pymesh.Caller("cluster.local/ns/a/sa/b", "spiffe://cluster.local/ns/a/sa/b", "a",
+                           "iss/sub", {"groups": ["x"]})
+    assert repr(pymesh.Caller).endswith("'pymesh.Caller'>")
+    with pytest.raises(AttributeError):
+        caller.peer_principal = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        caller.claims["groups"] = []  # type: ignore[index]
+    assert pymesh.Caller(None, None, None).claims == {}
+    assert hash(caller) == hash(pymesh.Caller(caller.peer_principal, caller.spiffe_id, "a", "iss/sub", {}))
+
+
 def test_route_decision_is_exported() -> None:
     assert "RouteDecision" in pymesh.__all__
     assert pymesh.RouteDecision.__module__ == "pymesh"
@@ -108,8 +130,9 @@ def test_instance_reprs_show_pymesh() -> None:
     [
         pymesh.Workload(name="web", namespace="shop", labels={"app": "web"}),
         pymesh.Issue(severity="warning", message="m", file="f", path="spec.x"),
+        pymesh.Caller("cluster.local/ns/a/sa/b", "spiffe://cluster.local/ns/a/sa/b", "a", None, {"k": "v"}),
     ],
-    ids=["Workload", "Issue"],
+    ids=["Workload", "Issue", "Caller"],
 )
 def test_public_values_pickle_by_their_pymesh_name(value: object) -> None:
     # __module__ is rewritten to "pymesh"; pickle must still find the class there.
@@ -151,10 +174,22 @@ def test_import_is_quiet_and_light() -> None:
     # Importing pymesh prints nothing and pulls in no web framework or gRPC.
     code = (
         "import sys, pymesh; "
-        "heavy = sorted(m for m in ('grpc', 'starlette', 'flask', 'fastapi', 'uvicorn') if m in sys.modules); "
+        "heavy = sorted(m for m in ('grpc', 'starlette', 'flask', 'fastapi', 'uvicorn', 'werkzeug') "
+        "if m in sys.modules); "
         "print(heavy)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
     assert proc.stderr == ""
+
+
+def test_middleware_modules_load_without_a_server() -> None:
+    # pymesh.asgi / pymesh.wsgi are pure ASGI / WSGI: using them pulls in no server or framework.
+    code = (
+        "import sys, pymesh; pymesh.asgi.MeshMiddleware; pymesh.wsgi.MeshMiddleware; "
+        "print(sorted(m for m in ('starlette', 'uvicorn', 'werkzeug') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

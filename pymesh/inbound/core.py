@@ -1,0 +1,172 @@
+"""The inbound pipeline, framework-neutral: what both middlewares run for every request.
+
+The order, top to bottom (DESIGN.md, "The way a request travels"):
+
+1. identity headers      stripped on arrival unless a trusted proxy sent them, so no later
+                         step (and not the app) reads a client's own claim about itself
+2. peer authentication   the PeerAuthentication mode for the destination port decides whether
+                         a verified client certificate is required, and whether it counts
+3. path normalization    (to be wired) before anything matches a path, so every policy and
+                         the app judge the same path
+4. request authn (JWT)   (to be wired) after the peer step, so a refused connection costs no
+                         token verification
+5. authorization         (to be wired) last, with the peer and request principals known
+6. the app               with a frozen :class:`~pymesh.inbound.request.Caller` in
+                         ``scope["pymesh"]`` / ``environ["pymesh"]``
+
+Steps 2-5 are :data:`Step` callables compiled once per (snapshot, workload) by the
+factories in :data:`STEP_FACTORIES`; a factory returns None when nothing applies, so a
+feature that is not configured costs nothing. The compiled pipeline is cached by snapshot
+identity: ``mesh.reload()`` takes effect on the next request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from pymesh.inbound.headers import TrustedProxies, strip_identity_headers, xfcc_peer
+from pymesh.inbound.peer import PeerPolicy, compose, peer_step
+from pymesh.inbound.request import NO_CLAIMS, Caller, Denial, InboundRequest
+from pymesh.inbound.trust import LocalIdentity, PeerVerifier
+from pymesh.security.ca import MeshCA
+from pymesh.security.identity import PeerIdentity, WorkloadCertificate
+from pymesh.security.rotation import CertificateSource
+from pymesh.security.verify import PeerVerificationError
+from pymesh.snapshot.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from pymesh.mesh import Mesh
+
+__all__ = ["STEP_FACTORIES", "Compiled", "Context", "Inbound", "Step", "StepFactory", "compile_inbound", "peer_policy"]
+
+log = logging.getLogger("pymesh.inbound")
+
+
+@dataclass(slots=True)
+class Context:
+    """Per-request state the steps share; the adapters read it once the steps are done."""
+
+    snapshot: Snapshot
+    peer: PeerIdentity | None  # the verified peer; the peer step clears it under DISABLE
+    peer_error: str | None = None  # a certificate was presented and failed verification
+    path: str | None = None  # the normalized path (with "?query") to hand the app; None: raw_path unchanged
+    request_principal: str | None = None  # "iss/sub" of a verified JWT
+    claims: Mapping[str, Any] = field(default_factory=lambda: NO_CLAIMS)
+    caller: Caller | None = None  # set when every step let the request through
+
+    def make_caller(self) -> Caller:
+        peer = self.peer
+        if peer is None:
+            return Caller(None, None, None, self.request_principal, self.claims)
+        sid = peer.spiffe_id
+        return Caller(sid.principal, sid.uri, sid.namespace, self.request_principal, self.claims)
+
+
+Step: TypeAlias = Callable[[InboundRequest, Context], Denial | None]
+"""One pipeline step: ``None`` lets the request go on, a ``Denial`` answers it locally.
+A step may replace ``request.headers`` (the app receives the final tuple) or set
+``ctx.path``; it never does I/O."""
+
+StepFactory: TypeAlias = Callable[[Snapshot], Step | None]
+"""Compiles one step for a snapshot's own workload (``snapshot.local_policies``); None when
+nothing applies."""
+
+
+def peer_policy(snapshot: Snapshot) -> PeerPolicy:
+    """The PeerAuthentication in force for the snapshot's own workload."""
+    return compose(snapshot.local_policies.peer_authentication, snapshot.mesh_config.root_namespace)
+
+
+def _peer_factory(snapshot: Snapshot) -> Step | None:
+    return peer_step(peer_policy(snapshot))
+
+
+# The steps after the header stripping, in order. The lead wires path normalization,
+# request authentication and authorization here (pymesh.inbound.paths / authn / authz).
+STEP_FACTORIES: tuple[tuple[str, StepFactory], ...] = (
+    ("peer", _peer_factory),  # first: a refused connection reaches no other step
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """The pipeline for one snapshot's own workload."""
+
+    snapshot: Snapshot
+    peer: PeerPolicy
+    steps: tuple[Step, ...]
+    names: tuple[str, ...]
+
+
+def compile_inbound(
+    snapshot: Snapshot, factories: Iterable[tuple[str, StepFactory]] = STEP_FACTORIES
+) -> Compiled:
+    steps: list[Step] = []
+    names: list[str] = []
+    for name, factory in factories:
+        step = factory(snapshot)
+        if step is not None:
+            steps.append(step)
+            names.append(name)
+    return Compiled(snapshot, peer_policy(snapshot), tuple(steps), tuple(names))
+
+
+class Inbound:
+    """What ASGI and WSGI middleware share: mesh, identity, trusted proxies, compiled pipeline."""
+
+    __slots__ = ("_compiled", "factories", "identity", "mesh", "proxies", "verifier")
+
+    def __init__(
+        self,
+        mesh: Mesh,
+        *,
+        certificate: WorkloadCertificate | CertificateSource | None = None,
+        ca: MeshCA | None = None,
+        trusted_proxies: Iterable[str] = (),
+    ) -> None:
+        self.mesh = mesh
+        self.identity = LocalIdentity(mesh, certificate=certificate, ca=ca)
+        self.verifier = PeerVerifier(mesh, self.identity)
+        self.proxies = TrustedProxies(trusted_proxies)
+        self.factories: tuple[tuple[str, StepFactory], ...] = STEP_FACTORIES  # read at each compile
+        self._compiled: Compiled | None = None
+
+    def compiled(self) -> Compiled:
+        snapshot = self.mesh.snapshot
+        compiled = self._compiled
+        if compiled is None or compiled.snapshot is not snapshot:
+            compiled = self._compiled = compile_inbound(snapshot, self.factories)
+            if "STRICT" in compiled.peer.modes and not self.verifier.enabled:
+                log.warning("pymesh: PeerAuthentication STRICT applies to %r but it has no certificate "
+                            "(cert_dir or a CA); every request will be refused", snapshot.workload)
+        return compiled
+
+    def verify(self, chain_der: tuple[bytes, ...]) -> tuple[PeerIdentity | None, str | None]:
+        """(peer, None) for a chain that verifies, (None, reason) otherwise; (None, None) without a chain
+        or when this workload has no mTLS identity to verify against."""
+        if not chain_der or not self.verifier.enabled:
+            return None, None
+        try:
+            return self.verifier.verify(chain_der), None
+        except PeerVerificationError as exc:
+            log.info("pymesh: peer certificate refused: %s", exc.reason)
+            return None, exc.reason
+
+    def handle(self, request: InboundRequest, peer_error: str | None = None) -> Context | Denial:
+        """Run the pipeline; the Context (with ``caller`` set) to go on, or the Denial to answer."""
+        compiled = self.compiled()
+        if self.proxies and self.proxies.trusts(request.source_ip, request.peer):
+            if request.peer is None and peer_error is None:
+                request.peer = xfcc_peer(request.header_values("x-forwarded-client-cert"))
+        else:
+            request.headers = strip_identity_headers(request.headers)
+        ctx = Context(compiled.snapshot, request.peer, peer_error)
+        for step in compiled.steps:
+            denial = step(request, ctx)
+            if denial is not None:
+                return denial
+        ctx.caller = ctx.make_caller()
+        return ctx
