@@ -57,12 +57,14 @@ class MeshMiddleware:
             return
         request, peer_error = self._request(scope)
         original_headers = request.headers
-        result = self.inbound.handle(request, peer_error)
+        result = await self.inbound.ahandle(request, peer_error)
         if isinstance(result, Denial):
             await (_deny_http(send, result) if kind == "http" else _deny_websocket(receive, send))
             return
         scope = dict(scope)
         _apply(scope, request, result, original_headers)
+        if result.response_headers and kind == "http":
+            send = _adding(send, result.response_headers)
         await self.app(scope, receive, send)
 
     def _request(self, scope: Scope) -> tuple[InboundRequest, str | None]:
@@ -112,6 +114,17 @@ def _apply(scope: Scope, request: InboundRequest, ctx: Context, original_headers
         scope["raw_path"] = path.encode("latin-1")
         scope["path"] = unquote(path)
         scope["query_string"] = query.encode("latin-1")
+
+
+def _adding(send: Send, extra: tuple[tuple[str, str], ...]) -> Send:
+    """``send`` with ``extra`` headers added to the response start (a CUSTOM authorizer's)."""
+    encoded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra]
+
+    async def sending(message: Message) -> None:
+        if message.get("type") == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), *encoded]}
+        await send(message)
+    return sending
 
 
 async def _deny_http(send: Send, denial: Denial) -> None:

@@ -62,6 +62,11 @@ class MeshMiddleware:
         if isinstance(result, Denial):
             return _deny(start_response, result)
         _apply(environ, request, result, original_headers)
+        extra = result.response_headers
+        if extra:
+            def start_with(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                return start_response(status, [*headers, *extra], exc_info)
+            return self.app(environ, start_with)
         return self.app(environ, start_response)
 
     def _request(self, environ: WSGIEnvironment) -> tuple[InboundRequest, str | None]:

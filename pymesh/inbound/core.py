@@ -6,11 +6,12 @@ The order, top to bottom (DESIGN.md, "The way a request travels"):
                          step (and not the app) reads a client's own claim about itself
 2. peer authentication   the PeerAuthentication mode for the destination port decides whether
                          a verified client certificate is required, and whether it counts
-3. path normalization    (to be wired) before anything matches a path, so every policy and
-                         the app judge the same path
-4. request authn (JWT)   (to be wired) after the peer step, so a refused connection costs no
-                         token verification
-5. authorization         (to be wired) last, with the peer and request principals known
+3. path normalization    before anything matches a path, so every policy and the app judge
+                         the same path (``policy.paths_step``)
+4. request authn (JWT)   after the peer step, so a refused connection costs no token
+                         verification; then the Istio 1.x origin rules (``policy.policy_step``)
+5. authorization         last, with the peer and request principals known: DENY, ALLOW and
+                         AUDIT policies, the Mixer list checks, then a CUSTOM authorizer
 6. the app               with a frozen :class:`~pymesh.inbound.request.Caller` in
                          ``scope["pymesh"]`` / ``environ["pymesh"]``
 
@@ -18,17 +19,29 @@ Steps 2-5 are :data:`Step` callables compiled once per (snapshot, workload) by t
 factories in :data:`STEP_FACTORIES`; a factory returns None when nothing applies, so a
 feature that is not configured costs nothing. The compiled pipeline is cached by snapshot
 identity: ``mesh.reload()`` takes effect on the next request.
+
+Steps do no I/O. One that needs some (a JWKS fetch to wait for, a CUSTOM authorizer to ask)
+returns a :class:`Pending`; ``Inbound.handle`` (WSGI) runs it blocking, ``Inbound.ahandle``
+(ASGI) awaits it, and both give its result back to the step. The pipeline itself is one
+generator that both drivers run, so no step is written twice.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+import threading
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+import httpx
+
+from pymesh.inbound.authn import Identity
 from pymesh.inbound.headers import TrustedProxies, strip_identity_headers, xfcc_peer
+from pymesh.inbound.jwks import JwksRegistry
+from pymesh.inbound.paths import Normalized
 from pymesh.inbound.peer import PeerPolicy, compose, peer_step
+from pymesh.inbound.policy import paths_step, policy_step
 from pymesh.inbound.request import NO_CLAIMS, Caller, Denial, InboundRequest
 from pymesh.inbound.trust import LocalIdentity, PeerVerifier
 from pymesh.security.ca import MeshCA
@@ -40,7 +53,8 @@ from pymesh.snapshot.snapshot import Snapshot
 if TYPE_CHECKING:
     from pymesh.mesh import Mesh
 
-__all__ = ["STEP_FACTORIES", "Compiled", "Context", "Inbound", "Step", "StepFactory", "compile_inbound", "peer_policy"]
+__all__ = ["STEP_FACTORIES", "Compiled", "Context", "Inbound", "Pending", "Shared", "Step", "StepFactory",
+           "compile_inbound", "peer_policy"]
 
 log = logging.getLogger("pymesh.inbound")
 
@@ -56,6 +70,9 @@ class Context:
     request_principal: str | None = None  # "iss/sub" of a verified JWT
     claims: Mapping[str, Any] = field(default_factory=lambda: NO_CLAIMS)
     caller: Caller | None = None  # set when every step let the request through
+    normalized: Normalized | None = None  # the path and query policies judge (the paths step)
+    identity: Identity | None = None  # the verified JWT
+    response_headers: tuple[tuple[str, str], ...] = ()  # for the app's response (a CUSTOM authorizer's)
 
     def make_caller(self) -> Caller:
         peer = self.peer
@@ -65,12 +82,52 @@ class Context:
         return Caller(sid.principal, sid.uri, sid.namespace, self.request_principal, self.claims)
 
 
-Step: TypeAlias = Callable[[InboundRequest, Context], Denial | None]
-"""One pipeline step: ``None`` lets the request go on, a ``Denial`` answers it locally.
-A step may replace ``request.headers`` (the app receives the final tuple) or set
-``ctx.path``; it never does I/O."""
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """I/O a step needs before it can answer: the sync driver calls ``run()``, the async one
+    awaits ``arun()``; the result goes to ``resume``, whose answer is the step's."""
 
-StepFactory: TypeAlias = Callable[[Snapshot], Step | None]
+    run: Callable[[], Any]
+    arun: Callable[[], Awaitable[Any]]
+    resume: Callable[[Any], Denial | Pending | None]
+
+
+Step: TypeAlias = Callable[[InboundRequest, Context], "Denial | Pending | None"]
+"""One pipeline step: ``None`` lets the request go on, a ``Denial`` answers it locally, a
+``Pending`` asks the driver for I/O first. A step may replace ``request.headers`` (the app
+receives the final tuple) or set ``ctx.path``; it never does I/O itself."""
+
+
+class Shared:
+    """What outlives a snapshot for one middleware: JWKS caches, the clients a CUSTOM authorizer is
+    called with (through the mesh, so its traffic is routed like any other)."""
+
+    def __init__(self, mesh: Mesh) -> None:
+        self.mesh = mesh
+        self.jwks = JwksRegistry()
+        self._client: httpx.Client | None = None
+        self._async_client: httpx.AsyncClient | None = None
+        self._lock = threading.Lock()
+
+    def client(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None:
+                self._client = self.mesh.client()
+            return self._client
+
+    def async_client(self) -> httpx.AsyncClient:
+        with self._lock:
+            if self._async_client is None:
+                self._async_client = self.mesh.async_client()
+            return self._async_client
+
+    def close(self) -> None:
+        self.jwks.close()
+        if self._client is not None:
+            self._client.close()
+
+
+StepFactory: TypeAlias = Callable[[Snapshot, Shared], Step | None]
 """Compiles one step for a snapshot's own workload (``snapshot.local_policies``); None when
 nothing applies."""
 
@@ -80,14 +137,15 @@ def peer_policy(snapshot: Snapshot) -> PeerPolicy:
     return compose(snapshot.local_policies.peer_authentication, snapshot.mesh_config.root_namespace)
 
 
-def _peer_factory(snapshot: Snapshot) -> Step | None:
+def _peer_factory(snapshot: Snapshot, shared: Shared) -> Step | None:
     return peer_step(peer_policy(snapshot))
 
 
-# The steps after the header stripping, in order. The lead wires path normalization,
-# request authentication and authorization here (pymesh.inbound.paths / authn / authz).
+# The steps after the header stripping, in order.
 STEP_FACTORIES: tuple[tuple[str, StepFactory], ...] = (
     ("peer", _peer_factory),  # first: a refused connection reaches no other step
+    ("paths", paths_step),
+    ("policy", policy_step),  # JWT and origins, then authorization, Mixer checks, CUSTOM
 )
 
 
@@ -102,12 +160,12 @@ class Compiled:
 
 
 def compile_inbound(
-    snapshot: Snapshot, factories: Iterable[tuple[str, StepFactory]] = STEP_FACTORIES
+    snapshot: Snapshot, shared: Shared, factories: Iterable[tuple[str, StepFactory]] = STEP_FACTORIES
 ) -> Compiled:
     steps: list[Step] = []
     names: list[str] = []
     for name, factory in factories:
-        step = factory(snapshot)
+        step = factory(snapshot, shared)
         if step is not None:
             steps.append(step)
             names.append(name)
@@ -117,7 +175,7 @@ def compile_inbound(
 class Inbound:
     """What ASGI and WSGI middleware share: mesh, identity, trusted proxies, compiled pipeline."""
 
-    __slots__ = ("_compiled", "factories", "identity", "mesh", "proxies", "verifier")
+    __slots__ = ("_compiled", "factories", "identity", "mesh", "proxies", "shared", "verifier")
 
     def __init__(
         self,
@@ -132,13 +190,14 @@ class Inbound:
         self.verifier = PeerVerifier(mesh, self.identity)
         self.proxies = TrustedProxies(trusted_proxies)
         self.factories: tuple[tuple[str, StepFactory], ...] = STEP_FACTORIES  # read at each compile
+        self.shared = Shared(mesh)
         self._compiled: Compiled | None = None
 
     def compiled(self) -> Compiled:
         snapshot = self.mesh.snapshot
         compiled = self._compiled
         if compiled is None or compiled.snapshot is not snapshot:
-            compiled = self._compiled = compile_inbound(snapshot, self.factories)
+            compiled = self._compiled = compile_inbound(snapshot, self.shared, self.factories)
             if "STRICT" in compiled.peer.modes and not self.verifier.enabled:
                 log.warning("pymesh: PeerAuthentication STRICT applies to %r but it has no certificate "
                             "(cert_dir or a CA); every request will be refused", snapshot.workload)
@@ -156,7 +215,29 @@ class Inbound:
             return None, exc.reason
 
     def handle(self, request: InboundRequest, peer_error: str | None = None) -> Context | Denial:
-        """Run the pipeline; the Context (with ``caller`` set) to go on, or the Denial to answer."""
+        """Run the pipeline, blocking for any I/O a step needs (WSGI); the Context (with ``caller``
+        set) to go on, or the Denial to answer."""
+        run = self._run(request, peer_error)
+        try:
+            pending = next(run)
+            while True:
+                pending = run.send(pending.run())
+        except StopIteration as done:
+            result: Context | Denial = done.value
+            return result
+
+    async def ahandle(self, request: InboundRequest, peer_error: str | None = None) -> Context | Denial:
+        """The same, awaiting the I/O (ASGI)."""
+        run = self._run(request, peer_error)
+        try:
+            pending = next(run)
+            while True:
+                pending = run.send(await pending.arun())
+        except StopIteration as done:
+            result: Context | Denial = done.value
+            return result
+
+    def _run(self, request: InboundRequest, peer_error: str | None) -> Generator[Pending, Any, Context | Denial]:
         compiled = self.compiled()
         if self.proxies and self.proxies.trusts(request.source_ip, request.peer):
             if request.peer is None and peer_error is None:
@@ -165,8 +246,10 @@ class Inbound:
             request.headers = strip_identity_headers(request.headers)
         ctx = Context(compiled.snapshot, request.peer, peer_error)
         for step in compiled.steps:
-            denial = step(request, ctx)
-            if denial is not None:
-                return denial
+            out = step(request, ctx)
+            while isinstance(out, Pending):
+                out = out.resume((yield out))
+            if out is not None:
+                return out
         ctx.caller = ctx.make_caller()
         return ctx

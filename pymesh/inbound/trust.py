@@ -1,9 +1,10 @@
 """This workload's certificate and the roots it trusts, and peer chains verified against them.
 
 The certificate comes from, in order: one given to the middleware or ``pymesh.serve``
-(``certificate=``, a ``WorkloadCertificate`` or a ``CertificateSource``), the workload's
-``cert_dir`` (Istio's ``cert-chain.pem``/``key.pem``/``root-cert.pem``), a mesh CA to issue
-from (``ca=``). Without any of these mTLS is off for the workload: no chain can be
+(``certificate=``, a ``WorkloadCertificate`` or a ``CertificateSource``), a CA given to them
+(``ca=``), else the mesh's own ``mesh.identity`` (the workload's ``cert_dir`` with Istio's
+``cert-chain.pem``/``key.pem``/``root-cert.pem``, or the mesh's ``ca``), the one its clients
+present too. Without any of these mTLS is off for the workload: no chain can be
 verified, so no peer has an identity.
 
 Renewal is :class:`pymesh.security.rotation.CertificateSource`'s (Istio's grace ratio and
@@ -50,11 +51,10 @@ class LocalIdentity:
             self.source: CertificateSource | None = certificate
         elif certificate is not None:
             self.source = CertificateSource(certificate)
+        elif ca is not None:
+            self.source = CertificateSource.for_workload(mesh.workload, ca=ca, trust_domain=mesh.snapshot.trust_domain)
         else:
-            issuer = ca if ca is not None else getattr(mesh, "ca", None)
-            self.source = CertificateSource.for_workload(
-                mesh.workload, ca=issuer, trust_domain=mesh.snapshot.trust_domain
-            )
+            self.source = mesh.identity  # the mesh's own: one certificate for calls made and served
 
     @property
     def configured(self) -> bool:

@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 
 import pymesh
 from pymesh import asgi, wsgi
-from pymesh.inbound.core import STEP_FACTORIES, Context, Step
+from pymesh.inbound.core import STEP_FACTORIES, Context, Shared, Step
 from pymesh.inbound.headers import TrustedProxies, strip_identity_headers, xfcc_peer
 from pymesh.inbound.request import Denial, InboundRequest
 from pymesh.snapshot.snapshot import Snapshot
@@ -23,7 +23,7 @@ from tests.inbound.helpers import WORKLOAD, peer_auth
 MakeMesh = Callable[..., pymesh.Mesh]
 
 
-def rewriting_step(snapshot: Snapshot) -> Step:
+def rewriting_step(snapshot: Snapshot, shared: Shared) -> Step:
     """A stand-in for later steps: rewrites the path, drops one header, adds another."""
 
     def step(request: InboundRequest, ctx: Context) -> Denial | None:
@@ -88,7 +88,7 @@ def test_asgi_denial_from_a_later_step(make_mesh: MakeMesh) -> None:
 def test_a_refused_peer_reaches_no_later_step(make_mesh: MakeMesh) -> None:
     reached: list[bool] = []
 
-    def later(snapshot: Snapshot) -> Step:
+    def later(snapshot: Snapshot, shared: Shared) -> Step:
         def step(request: InboundRequest, ctx: Context) -> Denial | None:
             reached.append(True)
             return None
@@ -153,7 +153,7 @@ def test_compiled_once_per_snapshot(tmp_path: Path) -> None:
         mw = asgi.MeshMiddleware(Starlette(), mesh=mesh)
         first = mw.inbound.compiled()
         assert mw.inbound.compiled() is first
-        assert first.names == ("peer",)
+        assert first.names == ("peer", "paths")  # no request policy configured: no policy step
         config.write_text(peer_auth("STRICT"))
         mesh.reload()
         second = mw.inbound.compiled()

@@ -1,0 +1,149 @@
+"""The request-policy steps of the inbound pipeline: path normalization, then who the caller is
+(JWT, the Istio 1.x origin rules), then what it may do (AuthorizationPolicy, the Mixer checks,
+a CUSTOM authorizer last).
+
+The engines are in ``paths``, ``authn``, ``authz``, ``extauthz`` and ``legacy``; this module
+compiles them once per snapshot and strings them together. Two things need I/O and come back
+to the driver as a ``Pending``: keys a token needs that are still being fetched (waited for
+up to ``KEYS_WAIT`` seconds, then the token is judged with what there is: never a fallback
+key), and the call to a CUSTOM authorizer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pymesh.inbound.authn import Authenticator, AuthnOutcome, KeysPending
+from pymesh.inbound.authz import Authorizer, Decision
+from pymesh.inbound.extauthz import ExtAuthz, ExtAuthzResult
+from pymesh.inbound.legacy import LegacyEnforcer
+from pymesh.inbound.paths import Normalized, mode_of, normalize
+from pymesh.inbound.request import Denial, InboundRequest
+
+if TYPE_CHECKING:
+    from pymesh.inbound.core import Context, Pending, Shared, Step
+    from pymesh.snapshot.snapshot import Snapshot
+
+__all__ = ["KEYS_WAIT", "paths_step", "policy_step"]
+
+log = logging.getLogger("pymesh.inbound")
+
+KEYS_WAIT = 5.0  # seconds a request waits for a JWKS fetch it needs (Istio's default fetch timeout)
+_KEYS_FAILED = Denial(401, b"Jwks remote fetch is failed", (("content-type", "text/plain"),))
+
+
+def paths_step(snapshot: Snapshot, shared: Shared) -> Step:
+    """Normalize the path per MeshConfig ``pathNormalization``; every later step and the app see that path."""
+    mode = mode_of(snapshot.mesh_config.path_normalization.normalization)
+
+    def step(request: InboundRequest, ctx: Context) -> Denial | None:
+        out = normalize(request.raw_path, mode)
+        if isinstance(out, Denial):
+            return out
+        ctx.normalized = out
+        if out.target != request.raw_path:
+            ctx.path = out.target
+        return None
+
+    return step
+
+
+def policy_step(snapshot: Snapshot, shared: Shared) -> Step | None:
+    """Authentication and authorization for the snapshot's own workload; None when nothing applies."""
+    from pymesh.inbound.core import Pending
+
+    mc = snapshot.mesh_config
+    local = snapshot.local_policies
+    authn = Authenticator([r.spec for r in local.request_authentication], shared.jwks)
+    shared.jwks.retain(authn.caches)
+    authz = Authorizer(local.authorization, providers=mc.extension_providers, trust_domain=snapshot.trust_domain,
+                       trust_domain_aliases=mc.trust_domain_aliases)
+    legacy = LegacyEnforcer(snapshot.legacy, snapshot.workload, snapshot.registry, trust_domain=snapshot.trust_domain)
+    for warning in (*authz.warnings, *legacy.warnings):
+        log.warning("pymesh: %s", warning)
+    if not (authn.enabled or authz.enabled or legacy.enabled):
+        return None
+    checkers: dict[str, ExtAuthz] = {}
+
+    def ext(decision: Decision) -> ExtAuthz:
+        custom = decision.custom
+        assert custom is not None
+        assert custom.provider is not None
+        found = checkers.get(custom.name)
+        if found is None:
+            found = checkers[custom.name] = ExtAuthz(custom.provider, client=shared.client(),
+                                                     async_client=shared.async_client())
+        return found
+
+    def step(request: InboundRequest, ctx: Context) -> Denial | Pending | None:
+        norm = ctx.normalized or Normalized(*_split(request.raw_path))
+        out = authn.authenticate(request, norm.path, norm.query)
+        if isinstance(out, KeysPending):
+            pending = out
+            return Pending(run=lambda: pending.wait(KEYS_WAIT), arun=lambda: _wait_async(pending),
+                           resume=lambda _: authorize(request, ctx, norm,
+                                                      authn.authenticate(request, norm.path, norm.query, retry=False)))
+        return authorize(request, ctx, norm, out)
+
+    def authorize(request: InboundRequest, ctx: Context, norm: Normalized,
+                  out: AuthnOutcome | Denial | KeysPending) -> Denial | Pending | None:
+        if legacy.enabled:
+            refused = legacy.origin(request, norm.path, out)
+            if refused is not None:
+                return refused
+        if isinstance(out, Denial):
+            return out
+        if isinstance(out, KeysPending):
+            return _KEYS_FAILED  # still no keys after the wait: refuse, never guess
+        identity = out.identity
+        if out.remove_headers or out.set_headers:
+            drop = set(out.remove_headers) | {name for name, _ in out.set_headers}
+            request.headers = (*(h for h in request.headers if h[0] not in drop), *out.set_headers)
+        if identity is not None:
+            ctx.identity = identity
+            ctx.request_principal = identity.principal
+            ctx.claims = identity.claims
+        decision = authz.check(request, norm.path, identity)
+        if decision.audit:
+            log.info("pymesh: AUDIT %s %s matched %s", request.method, norm.path, ", ".join(decision.audit))
+        if not decision.allowed:
+            return decision.denial
+        if legacy.enabled:
+            refused = legacy.mixer(request, norm.path, identity)
+            if refused is not None:
+                return refused
+        if decision.custom is None:
+            return None
+        checker = ext(decision)
+        return Pending(run=lambda: checker.check(request, norm.path, norm.query),
+                       arun=lambda: checker.check_async(request, norm.path, norm.query),
+                       resume=lambda result: _custom(request, ctx, result))
+
+    return step
+
+
+def _custom(request: InboundRequest, ctx: Context, result: Any) -> Denial | None:
+    assert isinstance(result, ExtAuthzResult)
+    if not result.allowed:
+        return result.denial
+    if result.upstream_headers:
+        names = {n for n, _ in result.upstream_headers}
+        request.headers = (*(h for h in request.headers if h[0] not in names), *result.upstream_headers)
+    if result.downstream_headers:
+        ctx.response_headers = (*ctx.response_headers, *result.downstream_headers)
+    return None
+
+
+async def _wait_async(pending: KeysPending) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(KEYS_WAIT):
+            await pending.wait_async()
+
+
+def _split(target: str) -> tuple[str, str]:
+    path, _, query = target.partition("?")
+    return path, query
+
