@@ -33,16 +33,25 @@ log = logging.getLogger("pymesh.inbound")
 
 KEYS_WAIT = 5.0  # seconds a request waits for a JWKS fetch it needs (Istio's default fetch timeout)
 _KEYS_FAILED = Denial(401, b"Jwks remote fetch is failed", (("content-type", "text/plain"),))
+_ESCAPED_SLASH = Denial(400, b"Bad Request", (("content-type", "text/plain"),))
 
 
 def paths_step(snapshot: Snapshot, shared: Shared) -> Step:
-    """Normalize the path per MeshConfig ``pathNormalization``; every later step and the app see that path."""
+    """Normalize the path per MeshConfig ``pathNormalization``; every later step and the app see that path.
+
+    An escaped slash or backslash (``%2F``, ``%5C``) that normalization keeps is refused with 400,
+    as Envoy's ``REJECT_REQUEST`` does: Python frameworks route on the decoded path, so
+    ``/admin%2Fusers`` would reach the app's ``/admin/users`` past a DENY on ``/admin/*``.
+    ``DECODE_AND_MERGE_SLASHES`` decodes them instead, and policies judge the decoded path.
+    """
     mode = mode_of(snapshot.mesh_config.path_normalization.normalization)
 
     def step(request: InboundRequest, ctx: Context) -> Denial | None:
         out = normalize(request.raw_path, mode)
         if isinstance(out, Denial):
             return out
+        if out.escaped_slashes:
+            return _ESCAPED_SLASH
         ctx.normalized = out
         if out.target != request.raw_path:
             ctx.path = out.target

@@ -81,6 +81,15 @@ def send_raw(port: int, case: Case) -> Answer:
     return Answer(int(status_line.split()[1]), headers, body)
 
 
+def expected(case: Case, i: int, mode: str) -> str:
+    """The table's verdict, except where the middleware is stricter than Istio's engine: an escaped
+    slash that normalization keeps is refused (400) before any policy (``policy.paths_step``)."""
+    norm = paths.normalize(case.path, mode)  # type: ignore[arg-type]
+    if not isinstance(norm, pymesh.inbound.request.Denial) and norm.escaped_slashes:
+        return "X"
+    return case.expect[i]
+
+
 def letter(answer: Answer) -> str:
     if answer.status == 403 and answer.body == b"RBAC: access denied":
         return "D"
@@ -143,8 +152,9 @@ def test_the_table_holds_end_to_end(server: Server, config: Path, mesh: pymesh.M
             for case in group:
                 answer = send_raw(server.port, case)
                 got = letter(answer)
-                if got != case.expect[i]:
-                    wrong.append(f"{policy} {mode} {case.path!r} {case.request}: got {got}, want {case.expect[i]} "
+                want = expected(case, i, mode)
+                if got != want:
+                    wrong.append(f"{policy} {mode} {case.path!r} {case.request}: got {got}, want {want} "
                                  f"({case.note}) status={answer.status}")
                 elif got == "A":
                     norm = paths.normalize(case.path, mode)
