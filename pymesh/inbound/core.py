@@ -39,6 +39,7 @@ import httpx
 from pymesh.inbound.authn import Identity
 from pymesh.inbound.headers import TrustedProxies, strip_identity_headers, xfcc_peer
 from pymesh.inbound.jwks import JwksRegistry
+from pymesh.inbound.lists import ListRegistry
 from pymesh.inbound.paths import Normalized
 from pymesh.inbound.peer import PeerPolicy, compose, peer_step
 from pymesh.inbound.policy import paths_step, policy_step
@@ -105,6 +106,7 @@ class Shared:
     def __init__(self, mesh: Mesh) -> None:
         self.mesh = mesh
         self.jwks = JwksRegistry()
+        self.lists = ListRegistry()
         self._client: httpx.Client | None = None
         self._async_client: httpx.AsyncClient | None = None
         self._lock = threading.Lock()
@@ -123,6 +125,7 @@ class Shared:
 
     def close(self) -> None:
         self.jwks.close()
+        self.lists.close()
         if self._client is not None:
             self._client.close()
 

@@ -29,11 +29,13 @@ from typing import Any
 
 from pymesh.config.legacy.expr import EvaluationError, evaluate, evaluate_match
 from pymesh.inbound.authn import AuthnOutcome, Identity, KeysPending
+from pymesh.inbound.lists import ListRegistry, ProviderList
 from pymesh.inbound.request import Denial, InboundRequest
 from pymesh.snapshot.legacy import (
     PERMISSION_DENIED,
     DenyAction,
     LegacyPolicies,
+    ListAction,
     MixerCheck,
     OriginRequirement,
     denial,
@@ -50,7 +52,8 @@ class LegacyEnforcer:
     """The legacy origin requirement and Mixer checks that apply to one workload."""
 
     def __init__(self, legacy: LegacyPolicies, workload: Workload, registry: Registry, *,
-                 trust_domain: str = "cluster.local", port_names: Mapping[int, str] | None = None) -> None:
+                 trust_domain: str = "cluster.local", port_names: Mapping[int, str] | None = None,
+                 lists: ListRegistry | None = None) -> None:
         self.workload = workload
         self.trust_domain = trust_domain
         self._registry = registry
@@ -59,6 +62,13 @@ class LegacyEnforcer:
         self._requirements: dict[int, OriginRequirement | None] = {}
         self._any_origins = bool(legacy.origins)
         self._checks = legacy.mixer_checks_for(workload.namespace)
+        # providerUrl lists, fetched in the background (without a registry: never fetched, fail closed)
+        self.lists: dict[str, ProviderList] = {}
+        for check in self._checks:
+            action = check.action
+            if isinstance(action, ListAction) and action.provider_url and lists is not None:
+                self.lists[check.instance + check.rule] = lists.get(
+                    action.provider_url, refresh_interval=action.refresh_interval, ttl=action.ttl)
         self.warnings: tuple[str, ...] = legacy.warnings
         service = workload.labels.get("app") or workload.name
         self._destination: dict[str, object] = {
@@ -124,7 +134,7 @@ class LegacyEnforcer:
         for check in self._checks:
             if not evaluate_match(check.match, attrs):
                 continue
-            code, message = self._run(check, attrs)
+            code, message = self._run(check, attrs, self.lists.get(check.instance + check.rule))
             if code != 0:
                 failures.append((check.handler, code, message))
         if not failures:
@@ -132,8 +142,12 @@ class LegacyEnforcer:
         status, body = denial(failures)
         return Denial(status, body.encode(), (("content-type", "text/plain"),))
 
+    def unready(self) -> list[ProviderList]:
+        """Provider lists whose first fetch has not finished: a request should wait for them."""
+        return [item for item in self.lists.values() if not item.ready]
+
     @staticmethod
-    def _run(check: MixerCheck, attrs: Mapping[str, object]) -> tuple[int, str]:
+    def _run(check: MixerCheck, attrs: Mapping[str, object], fetched: ProviderList | None) -> tuple[int, str]:
         action = check.action
         if isinstance(action, DenyAction):
             return action.code, action.message
@@ -141,7 +155,7 @@ class LegacyEnforcer:
             value = evaluate(action.value, attrs)
         except EvaluationError:
             return PERMISSION_DENIED, f"{action.value} is not available"
-        return action.verdict(value)
+        return action.verdict(value, fetched.matcher(action.entry_type) if fetched is not None else None)
 
     def source_labels(self, request: InboundRequest) -> Mapping[str, str] | None:
         """The caller's workload labels from the registry, found by its verified identity (None: unknown)."""

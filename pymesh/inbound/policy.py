@@ -3,10 +3,11 @@
 a CUSTOM authorizer last).
 
 The engines are in ``paths``, ``authn``, ``authz``, ``extauthz`` and ``legacy``; this module
-compiles them once per snapshot and strings them together. Two things need I/O and come back
-to the driver as a ``Pending``: keys a token needs that are still being fetched (waited for
-up to ``KEYS_WAIT`` seconds, then the token is judged with what there is: never a fallback
-key), and the call to a CUSTOM authorizer.
+compiles them once per snapshot and strings them together. Three things need I/O and come
+back to the driver as a ``Pending``: keys a token needs that are still being fetched (waited
+for up to ``KEYS_WAIT`` seconds, then the token is judged with what there is: never a
+fallback key), a Mixer ``providerUrl`` list on its first fetch (up to ``LIST_WAIT``), and the
+call to a CUSTOM authorizer.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
-from pymesh.inbound.authn import Authenticator, AuthnOutcome, KeysPending
+from pymesh.inbound.authn import Authenticator, AuthnOutcome, Identity, KeysPending
 from pymesh.inbound.authz import Authorizer, Decision
 from pymesh.inbound.extauthz import ExtAuthz, ExtAuthzResult
 from pymesh.inbound.legacy import LegacyEnforcer
+from pymesh.inbound.lists import ProviderList
 from pymesh.inbound.paths import Normalized, mode_of, normalize
 from pymesh.inbound.request import Denial, InboundRequest
 
@@ -27,11 +30,12 @@ if TYPE_CHECKING:
     from pymesh.inbound.core import Context, Pending, Shared, Step
     from pymesh.snapshot.snapshot import Snapshot
 
-__all__ = ["KEYS_WAIT", "paths_step", "policy_step"]
+__all__ = ["KEYS_WAIT", "LIST_WAIT", "paths_step", "policy_step"]
 
 log = logging.getLogger("pymesh.inbound")
 
 KEYS_WAIT = 5.0  # seconds a request waits for a JWKS fetch it needs (Istio's default fetch timeout)
+LIST_WAIT = 5.0  # seconds a request waits for a Mixer list's first fetch
 _KEYS_FAILED = Denial(401, b"Jwks remote fetch is failed", (("content-type", "text/plain"),))
 _ESCAPED_SLASH = Denial(400, b"Bad Request", (("content-type", "text/plain"),))
 
@@ -70,7 +74,9 @@ def policy_step(snapshot: Snapshot, shared: Shared) -> Step | None:
     shared.jwks.retain(authn.caches)
     authz = Authorizer(local.authorization, providers=mc.extension_providers, trust_domain=snapshot.trust_domain,
                        trust_domain_aliases=mc.trust_domain_aliases)
-    legacy = LegacyEnforcer(snapshot.legacy, snapshot.workload, snapshot.registry, trust_domain=snapshot.trust_domain)
+    legacy = LegacyEnforcer(snapshot.legacy, snapshot.workload, snapshot.registry, trust_domain=snapshot.trust_domain,
+                            lists=shared.lists)
+    shared.lists.retain(legacy.lists.values())
     for warning in (*authz.warnings, *legacy.warnings):
         log.warning("pymesh: %s", warning)
     if not (authn.enabled or authz.enabled or legacy.enabled):
@@ -121,6 +127,15 @@ def policy_step(snapshot: Snapshot, shared: Shared) -> Step | None:
         if not decision.allowed:
             return decision.denial
         if legacy.enabled:
+            waiting = legacy.unready()
+            if waiting:  # a providerUrl list still on its first fetch: wait for it, as Mixer loaded it first
+                return Pending(run=lambda: _wait_lists(waiting), arun=lambda: asyncio.to_thread(_wait_lists, waiting),
+                               resume=lambda _: mixer_then_custom(request, ctx, norm, identity, decision))
+        return mixer_then_custom(request, ctx, norm, identity, decision)
+
+    def mixer_then_custom(request: InboundRequest, ctx: Context, norm: Normalized, identity: Identity | None,
+                          decision: Decision) -> Denial | Pending | None:
+        if legacy.enabled:
             refused = legacy.mixer(request, norm.path, identity)
             if refused is not None:
                 return refused
@@ -144,6 +159,12 @@ def _custom(request: InboundRequest, ctx: Context, result: Any) -> Denial | None
     if result.downstream_headers:
         ctx.response_headers = (*ctx.response_headers, *result.downstream_headers)
     return None
+
+
+def _wait_lists(lists: list[ProviderList]) -> None:
+    deadline = time.monotonic() + LIST_WAIT
+    for item in lists:
+        item.wait(max(0.0, deadline - time.monotonic()))
 
 
 async def _wait_async(pending: KeysPending) -> None:

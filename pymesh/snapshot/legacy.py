@@ -179,6 +179,7 @@ GRPC_CODES = (
 _HTTP = (200, 499, 500, 400, 504, 404, 409, 403, 429, 400, 409, 400, 501, 500, 503, 500, 401)
 
 PERMISSION_DENIED = 7
+UNAVAILABLE = 14
 INVALID_ARGUMENT = 3
 FAILED_PRECONDITION = 9
 
@@ -214,8 +215,11 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 class ListAction:
     """The ``listchecker`` adapter with a ``listentry`` instance: is :attr:`value` on the list?
 
-    Only the static ``overrides`` are checked (a ``providerUrl`` list is never fetched).
-    A miss on a whitelist answers PERMISSION_DENIED (Istio 1.1; 1.0 answered NOT_FOUND).
+    The ``overrides`` are checked, and the list fetched from ``providerUrl`` when there is one
+    (``pymesh.inbound.lists`` fetches it; the enforcer passes its membership test as
+    ``fetched``). A miss on a whitelist answers PERMISSION_DENIED (Istio 1.1; 1.0 answered
+    NOT_FOUND); with a ``providerUrl`` but no list (never fetched, or past its ttl) the check
+    fails closed with UNAVAILABLE, as the adapter's missing list failed every check.
     """
 
     value: Expression
@@ -223,26 +227,35 @@ class ListAction:
     entry_type: Literal["STRINGS", "CASE_INSENSITIVE_STRINGS", "IP_ADDRESSES", "REGEX"] = "STRINGS"
     blacklist: bool = False
     provider_url: str = ""
+    refresh_interval: float = 60.0
+    ttl: float = 300.0
     networks: tuple[IPNetwork, ...] = ()  # IP_ADDRESSES, precomputed
     patterns: tuple[re.Pattern[str], ...] = ()  # REGEX, precomputed (unanchored search)
     miss_code: int = PERMISSION_DENIED
 
-    def contains(self, symbol: str) -> bool:
+    def contains(self, symbol: str, fetched: Callable[[str], bool] | None = None) -> bool:
         """Membership as the list adapter decides it; raises ValueError for a non-IP on an IP list."""
         if self.entry_type == "STRINGS":
-            return symbol in self.overrides
-        if self.entry_type == "CASE_INSENSITIVE_STRINGS":
-            return symbol.upper() in {o.upper() for o in self.overrides}
-        if self.entry_type == "REGEX":
-            return any(p.search(symbol) for p in self.patterns)
-        try:
-            address = ipaddress.ip_address(symbol)
-        except ValueError:
-            raise ValueError(f"{symbol} is not a valid IP address") from None
-        return any(address in net for net in self.networks if net.version == address.version)
+            found = symbol in self.overrides
+        elif self.entry_type == "CASE_INSENSITIVE_STRINGS":
+            found = symbol.upper() in {o.upper() for o in self.overrides}
+        elif self.entry_type == "REGEX":
+            found = any(p.search(symbol) for p in self.patterns)
+        else:
+            try:
+                address = ipaddress.ip_address(symbol)
+            except ValueError:
+                raise ValueError(f"{symbol} is not a valid IP address") from None
+            found = any(address in net for net in self.networks if net.version == address.version)
+        return found or (fetched is not None and fetched(symbol))
 
-    def verdict(self, value: Value) -> tuple[int, str]:
-        """``(grpc code, message)`` for the evaluated :attr:`value`; ``(0, "")`` lets the request pass."""
+    def verdict(self, value: Value, fetched: Callable[[str], bool] | None = None) -> tuple[int, str]:
+        """``(grpc code, message)`` for the evaluated :attr:`value`; ``(0, "")`` lets the request pass.
+
+        ``fetched``: membership in the list from :attr:`provider_url`, None when there is none.
+        """
+        if self.provider_url and fetched is None:
+            return UNAVAILABLE, f"the list from {self.provider_url} is not available"
         if isinstance(value, ipaddress.IPv6Address) and value.ipv4_mapped is not None:
             value = value.ipv4_mapped
         if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
@@ -252,7 +265,7 @@ class ListAction:
         else:
             return INVALID_ARGUMENT, f"{value} is not a valid string or IP address"
         try:
-            found = self.contains(symbol)
+            found = self.contains(symbol, fetched)
         except ValueError as exc:
             return INVALID_ARGUMENT, str(exc)
         if self.blacklist:
@@ -953,8 +966,6 @@ def _mixer_action(
 
 
 def _list_action(handler: _Handler, value: Expression, p: mixer.ListcheckerParams, out: _Out) -> ListAction:
-    if p.provider_url:
-        out.warn(handler.res, f"providerUrl {p.provider_url} is not fetched (no I/O); only overrides are checked")
     networks: list[IPNetwork] = []
     patterns: list[re.Pattern[str]] = []
     for entry in p.overrides:
@@ -970,7 +981,8 @@ def _list_action(handler: _Handler, value: Expression, p: mixer.ListcheckerParam
                 out.warn(handler.res, f"override {entry!r} is not a valid regex ({exc}); it is skipped")
     return ListAction(
         value=value, overrides=tuple(o for o in p.overrides if o), entry_type=p.entry_type, blacklist=p.blacklist,
-        provider_url=p.provider_url, networks=tuple(networks), patterns=tuple(patterns),
+        provider_url=p.provider_url, refresh_interval=p.refresh_interval or 60.0, ttl=p.ttl or 300.0,
+        networks=tuple(networks), patterns=tuple(patterns),
     )
 
 
