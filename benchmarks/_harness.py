@@ -150,6 +150,7 @@ class Round:
     voluntary_switches: int = 0
     involuntary_switches: int = 0
     capped: bool = False  # stopped by the time cap before reaching its count
+    others_cpu_ns: dict[str, int] = field(default_factory=dict)  # CPU of each named other process
 
     @property
     def rps(self) -> float:
@@ -165,8 +166,12 @@ def run_round(
     time_cap_s: float = 10.0,
     other_cpu: Callable[[], int] | None = None,
     collect: bool = True,
+    others: Mapping[str, Callable[[], int]] | None = None,
 ) -> Round:
-    """Call ``call`` ``n`` times (or until ``time_cap_s``), timing each call; ``collect``: GC first."""
+    """Call ``call`` ``n`` times (or until ``time_cap_s``), timing each call; ``collect``: GC first.
+
+    ``others`` names more processes whose CPU time to charge to the round (e.g. "envoy").
+    """
     samples: list[int] = []
     append = samples.append
     clock = time.perf_counter_ns
@@ -174,6 +179,7 @@ def run_round(
         gc.collect()
     nv0, ni0 = _rusage()
     other0 = other_cpu() if other_cpu is not None else None
+    named0 = {k: f() for k, f in others.items()} if others else {}
     cpu0 = time.process_time_ns()
     start = clock()
     deadline = start + int(time_cap_s * 1e9)
@@ -188,11 +194,13 @@ def run_round(
     wall = t1 - start
     cpu1 = time.process_time_ns()
     other1 = other_cpu() if other_cpu is not None else None
+    named1 = {k: f() for k, f in others.items()} if others else {}
     nv1, ni1 = _rusage()
     return Round(
         scenario=scenario, index=index, n=len(samples), wall_ns=wall, client_cpu_ns=cpu1 - cpu0,
         other_cpu_ns=None if other0 is None or other1 is None else other1 - other0, samples_ns=samples,
         voluntary_switches=nv1 - nv0, involuntary_switches=ni1 - ni0, capped=len(samples) < n,
+        others_cpu_ns={k: named1[k] - named0[k] for k in named0},
     )
 
 
@@ -206,6 +214,7 @@ def interleave(
     other_cpu: Callable[[], int] | None = None,
     on_round: Callable[[Round], None] | None = None,
     collect_each_round: bool = False,
+    others: Mapping[str, Callable[[], int]] | None = None,
 ) -> dict[str, list[Round]]:
     """Warm every scenario up, then run ``rounds`` rounds of each, alternating the order.
 
@@ -226,7 +235,7 @@ def interleave(
         order = scenarios if r % 2 == 0 else list(reversed(scenarios))
         for name, call in order:
             rnd = run_round(name, call, n, index=r, time_cap_s=time_cap_s, other_cpu=other_cpu,
-                            collect=collect_each_round)
+                            collect=collect_each_round, others=others)
             out[name].append(rnd)
             if on_round is not None:
                 on_round(rnd)
@@ -246,6 +255,7 @@ class Aggregate:
     other_cpu_us: float | None
     client_cpu_us_rounds: tuple[float, ...]
     switches_per_req: float
+    others_cpu_us: Mapping[str, float] = field(default_factory=dict)  # per request, by process name
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -257,6 +267,7 @@ class Aggregate:
             "client_cpu_us_per_req_rounds": [round(x, 2) for x in self.client_cpu_us_rounds],
             "upstream_cpu_us_per_req": None if self.other_cpu_us is None else round(self.other_cpu_us, 2),
             "context_switches_per_req": round(self.switches_per_req, 3),
+            "process_cpu_us_per_req": {k: round(v, 2) for k, v in self.others_cpu_us.items()},
         }
 
 
@@ -275,6 +286,7 @@ def aggregate(rounds: Sequence[Round]) -> Aggregate:
         other_cpu_us=other,
         client_cpu_us_rounds=tuple(r.client_cpu_ns / r.n / 1000 for r in rounds),
         switches_per_req=sum(r.voluntary_switches + r.involuntary_switches for r in rounds) / n,
+        others_cpu_us={k: sum(r.others_cpu_ns.get(k, 0) for r in rounds) / n / 1000 for k in rounds[0].others_cpu_ns},
     )
 
 

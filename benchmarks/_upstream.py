@@ -23,8 +23,10 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import select
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -32,18 +34,26 @@ from types import TracebackType
 
 from benchmarks._harness import proc_cpu_ns
 
-__all__ = ["RESPONSE", "UpstreamProcess", "serve"]
+__all__ = ["FAILURE", "RESPONSE", "UpstreamProcess", "serve"]
 
 BODY = b"ok"
 RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\n" + BODY
+FAILURE = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 11\r\n\r\nunavailable"
 _HEAD_END = b"\r\n\r\n"
 _MAX_HEAD = 64 * 1024
 
 
 class _Http(asyncio.Protocol):
-    """One connection: split the byte stream into requests, answer each with ``RESPONSE``."""
+    """One connection: split the byte stream into requests, answer each with ``RESPONSE``.
+
+    With a ``fail_rate`` (the class attribute, set once per process) a seeded share of the
+    answers is ``FAILURE`` (503) instead: the "flaky upstream" of the retry scenarios.
+    """
 
     __slots__ = ("_buf", "_transport")
+    fail_rate: float = 0.0
+    rng = random.Random(7)
+    connections = 0  # accepted so far (TLS: handshakes); ``GET /__connections`` answers it
 
     def __init__(self) -> None:
         self._buf = b""
@@ -52,6 +62,7 @@ class _Http(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        _Http.connections += 1
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf + data if self._buf else data
@@ -64,7 +75,10 @@ class _Http(asyncio.Protocol):
             total = end + 4 + body
             if len(buf) < total:
                 break
-            out.append(RESPONSE)
+            if buf.startswith(b"GET /__connections "):
+                out.append(_counter(_Http.connections))
+            else:
+                out.append(FAILURE if self.fail_rate and self.rng.random() < self.fail_rate else RESPONSE)
             buf = buf[total:]
         self._buf = buf
         transport = self._transport
@@ -77,6 +91,11 @@ class _Http(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+
+
+def _counter(value: int) -> bytes:
+    body = str(value).encode()
+    return b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
 
 
 def _content_length(buf: bytes, end: int) -> int:
@@ -93,7 +112,8 @@ def _content_length(buf: bytes, end: int) -> int:
         return 0
 
 
-async def serve(host: str = "127.0.0.1", port: int = 0, *, watch_stdin: bool = False) -> None:
+async def serve(host: str = "127.0.0.1", port: int = 0, *, watch_stdin: bool = False,
+                ssl_context: ssl.SSLContext | None = None) -> None:
     """Listen, print ``PORT <n>``, serve until SIGTERM/SIGINT (or EOF on stdin, if watched)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -105,7 +125,7 @@ async def serve(host: str = "127.0.0.1", port: int = 0, *, watch_stdin: bool = F
         os.set_blocking(fd, False)
         loop.add_reader(fd, _on_stdin, fd, stop)
         stdin_fd = fd
-    server = await loop.create_server(_Http, host, port, reuse_address=True, backlog=128)
+    server = await loop.create_server(_Http, host, port, reuse_address=True, backlog=128, ssl=ssl_context)
     bound = server.sockets[0].getsockname()[1]
     sys.stdout.write(f"PORT {bound}\n")
     sys.stdout.flush()
@@ -132,10 +152,22 @@ def _on_stdin(fd: int, stop: asyncio.Event) -> None:
 class UpstreamProcess:
     """The upstream server as a child process: start, address, CPU time, stop."""
 
-    def __init__(self, *, cpu: int | None = None, host: str = "127.0.0.1", start_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        cpu: int | None = None,
+        host: str = "127.0.0.1",
+        start_timeout: float = 10.0,
+        fail_rate: float = 0.0,
+        tls: tuple[str, str, str | None] | None = None,
+    ) -> None:
+        """``fail_rate``: share of 503 answers; ``tls``: (cert file, key file, CA file to require client
+        certificates from, or None) to serve HTTPS instead."""
         self.cpu = cpu
         self.host = host
         self.start_timeout = start_timeout
+        self.fail_rate = fail_rate
+        self.tls = tls
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -146,12 +178,17 @@ class UpstreamProcess:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/"
 
     def start(self) -> UpstreamProcess:
         args = [sys.executable, "-m", "benchmarks._upstream", "--host", self.host, "--watch-stdin"]
         if self.cpu is not None:
             args += ["--cpu", str(self.cpu)]
+        if self.fail_rate:
+            args += ["--fail-rate", str(self.fail_rate)]
+        if self.tls is not None:
+            cert, key, ca = self.tls
+            args += ["--tls-cert", cert, "--tls-key", key] + (["--tls-client-ca", ca] if ca else [])
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
         self._proc = proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
@@ -217,11 +254,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU")
     parser.add_argument("--watch-stdin", action="store_true", help="exit when stdin reaches EOF (parent gone)")
+    parser.add_argument("--fail-rate", type=float, default=0.0, help="answer this share of requests with 503")
+    parser.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate chain (PEM)")
+    parser.add_argument("--tls-key", default=None, help="the certificate's private key (PEM)")
+    parser.add_argument("--tls-client-ca", default=None, help="require client certificates signed by this CA")
     args = parser.parse_args(argv)
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
+    _Http.fail_rate = args.fail_rate
+    context = None
+    if args.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.tls_client_ca:
+            context.load_verify_locations(args.tls_client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port, watch_stdin=args.watch_stdin))
+        asyncio.run(serve(args.host, args.port, watch_stdin=args.watch_stdin, ssl_context=context))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import time
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 __all__ = ["EnvoyProcess", "envoy_binary", "sidecar_inbound", "sidecar_outbound", "tls_files"]
 
@@ -189,7 +189,7 @@ class EnvoyProcess:
             return ""
         return (Path(self._dir.name) / "envoy.log").read_text(errors="replace")[-4000:]
 
-    def start(self) -> EnvoyProcess:
+    def start(self) -> Self:
         self._dir = tempfile.TemporaryDirectory(prefix=f"pymesh-{self.name}-")
         folder = Path(self._dir.name)
         (folder / "envoy.json").write_text(json.dumps(self.config, indent=1))
@@ -264,7 +264,7 @@ class EnvoyProcess:
             self._dir.cleanup()
             self._dir = None
 
-    def __enter__(self) -> EnvoyProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
