@@ -24,12 +24,12 @@ from pymesh.errors import (
 from pymesh.inbound.request import Caller
 from pymesh.mesh import Mesh
 from pymesh.outbound.decision import RouteDecision
-from pymesh.serve import serve
 from pymesh.workload import Workload
 
 if _typing.TYPE_CHECKING:
     from pymesh import asgi as asgi
     from pymesh import wsgi as wsgi
+    from pymesh.serving import serve as serve
 
 __version__ = "0.1.0"
 
@@ -74,9 +74,14 @@ logging.getLogger("pymesh").addHandler(logging.NullHandler())
 
 
 def __getattr__(name: str) -> _typing.Any:
-    # ``pymesh.asgi`` and ``pymesh.wsgi`` load on first use, so ``import pymesh`` stays light.
-    if name in ("asgi", "wsgi"):
-        import importlib
+    # ``pymesh.asgi``, ``pymesh.wsgi`` and ``pymesh.serve`` (from ``pymesh.serving``) load on first
+    # use, so ``import pymesh`` stays light: no asyncio server, no TLS stack until a service asks.
+    import importlib
 
+    if name in ("asgi", "wsgi"):
         return importlib.import_module(f"pymesh.{name}")
+    if name == "serve":
+        function = importlib.import_module("pymesh.serving").serve
+        globals()["serve"] = function
+        return function
     raise AttributeError(f"module 'pymesh' has no attribute {name!r}")

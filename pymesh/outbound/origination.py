@@ -37,13 +37,12 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from pymesh.security.tls import check_subject_alt_names, client_context, mutual_context, simple_context, verify_server
-
 if TYPE_CHECKING:
     from pymesh.security.rotation import CertificateSource
     from pymesh.snapshot.registry import Endpoint, Service
 
-__all__ = ["ISTIO_ALPN", "TLS_MODE_LABEL", "IdentityMissingError", "Origination", "originations"]
+__all__ = ["ISTIO_ALPN", "TLS_MODE_LABEL", "IdentityMissingError", "Origination", "ServerRefusedError",
+           "originations"]
 
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
 ISTIO_ALPN = ("istio-http/1.1", "istio", "http/1.1")
@@ -53,6 +52,10 @@ Mode = Literal["ISTIO_MUTUAL", "MUTUAL", "SIMPLE"]
 
 class IdentityMissingError(ssl.SSLError):
     """ISTIO_MUTUAL was asked for, but this workload has no certificate to present."""
+
+
+class ServerRefusedError(ssl.SSLError):
+    """The server's certificate verified, but it is not who the destination should be."""
 
 
 @dataclass(eq=False, slots=True)
@@ -82,9 +85,12 @@ class Origination:
             return ctx
 
     def check(self, ssl_object: Any) -> None:
-        """After the handshake, before the request: raises ``PeerVerificationError`` on a wrong server."""
+        """After the handshake, before the request: raises ``ServerRefusedError`` on a wrong server."""
         if self._check is not None:
-            self._check(ssl_object)
+            try:
+                self._check(ssl_object)
+            except ValueError as exc:  # pymesh.security's PeerVerificationError
+                raise ServerRefusedError(str(exc)) from exc
 
 
 def originations(
@@ -121,6 +127,8 @@ def _expected(service: Service | None, endpoints: tuple[Endpoint, ...], trust_do
 
 def _istio(identity: CertificateSource | None, expected: tuple[str, ...], *, sni: str,
            trust_domains: tuple[str, ...]) -> Origination:
+    from pymesh.security.tls import client_context, verify_server  # the TLS stack loads only when used
+
     def make() -> ssl.SSLContext:
         if identity is None:
             raise IdentityMissingError("ISTIO_MUTUAL needs a workload identity: give the Workload a cert_dir "
@@ -136,6 +144,8 @@ def _istio(identity: CertificateSource | None, expected: tuple[str, ...], *, sni
 
 
 def _files(tls: Any, host: str) -> Origination:
+    from pymesh.security.tls import check_subject_alt_names, mutual_context, simple_context
+
     names = tuple(tls.subject_alt_names)
     skip = bool(tls.insecure_skip_verify)
     options: dict[str, Any] = {"ca_certificates": tls.ca_certificates or None, "subject_alt_names": names,

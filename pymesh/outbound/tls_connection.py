@@ -15,7 +15,6 @@ from typing import Any
 import httpcore
 
 from pymesh.outbound.origination import Origination
-from pymesh.security.verify import PeerVerificationError
 
 __all__ = ["AsyncTLSConnection", "TLSConnection"]
 
@@ -60,10 +59,7 @@ class TLSConnection:
             except BaseException:
                 stream.close()
                 raise
-        except PeerVerificationError as exc:
-            self._failed = True
-            raise _refused(exc) from exc
-        except OSError as exc:  # an ssl.SSLError from building the context (no identity, unreadable files)
+        except OSError as exc:  # a wrong server (ServerRefusedError), no identity, unreadable files
             self._failed = True
             raise _refused(exc) from exc
         except BaseException:
@@ -108,9 +104,6 @@ class AsyncTLSConnection:
             except BaseException:
                 await stream.aclose()
                 raise
-        except PeerVerificationError as exc:
-            self._failed = True
-            raise _refused(exc) from exc
         except OSError as exc:
             self._failed = True
             raise _refused(exc) from exc

@@ -12,7 +12,7 @@ import pytest
 
 import pymesh
 from pymesh.security.ca import MeshCA
-from pymesh.serve import Server
+from pymesh.serving import Server
 from tests.inbound.helpers import peer_auth
 from tests.inbound.test_serve import app
 

