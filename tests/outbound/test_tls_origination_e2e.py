@@ -142,12 +142,13 @@ def test_istio_mutual_without_an_identity_fails_with_the_reason(
 def test_auto_mtls_toward_endpoints_labelled_as_mesh_workloads(
     tls_servers: list[Upstream], ca: MeshCA, connect: Connect, meshes: list[pymesh.Mesh]
 ) -> None:
-    # No DestinationRule: the labelled endpoint gets mTLS (it would refuse plaintext), the other
-    # one plaintext (it speaks nothing else).
+    # No tls settings: the labelled endpoint gets mTLS (it would refuse plaintext), the other one
+    # plaintext (it speaks nothing else). Round robin, so both are reached.
     secure = tls_upstream(tls_servers, ca, "svc-v1", labels={**ISTIO, "version": "v1"})
     plain = Upstream("svc-v2", {"version": "v2"}).start()
     tls_servers.append(plain)
-    mesh = mesh_for(service_yaml("svc", "ns1", [secure, plain]), ca)
+    round_robin = dest_rule("{loadBalancer: {simple: ROUND_ROBIN}}")
+    mesh = mesh_for(docs(service_yaml("svc", "ns1", [secure, plain]), round_robin), ca)
     meshes.append(mesh)
     sender = connect(mesh)
     outs = [sender.get(URL) for _ in range(6)]
