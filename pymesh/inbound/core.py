@@ -22,15 +22,15 @@ identity: ``mesh.reload()`` takes effect on the next request.
 
 Steps do no I/O. One that needs some (a JWKS fetch to wait for, a CUSTOM authorizer to ask)
 returns a :class:`Pending`; ``Inbound.handle`` (WSGI) runs it blocking, ``Inbound.ahandle``
-(ASGI) awaits it, and both give its result back to the step. The pipeline itself is one
-generator that both drivers run, so no step is written twice.
+(ASGI) awaits it, and both give its result back to the step. The two drivers are the same
+five-line loop; every decision lives in the steps.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -43,7 +43,7 @@ from pymesh.inbound.lists import ListRegistry
 from pymesh.inbound.paths import Normalized
 from pymesh.inbound.peer import PeerPolicy, compose, peer_step
 from pymesh.inbound.policy import paths_step, policy_step
-from pymesh.inbound.request import NO_CLAIMS, Caller, Denial, InboundRequest
+from pymesh.inbound.request import ANONYMOUS, NO_CLAIMS, Caller, Denial, InboundRequest
 from pymesh.inbound.trust import LocalIdentity, PeerVerifier
 from pymesh.security.ca import MeshCA
 from pymesh.security.identity import PeerIdentity, WorkloadCertificate
@@ -78,6 +78,8 @@ class Context:
     def make_caller(self) -> Caller:
         peer = self.peer
         if peer is None:
+            if self.request_principal is None and not self.claims:
+                return ANONYMOUS
             return Caller(None, None, None, self.request_principal, self.claims)
         sid = peer.spiffe_id
         return Caller(sid.principal, sid.uri, sid.namespace, self.request_principal, self.claims)
@@ -220,39 +222,33 @@ class Inbound:
     def handle(self, request: InboundRequest, peer_error: str | None = None) -> Context | Denial:
         """Run the pipeline, blocking for any I/O a step needs (WSGI); the Context (with ``caller``
         set) to go on, or the Denial to answer."""
-        run = self._run(request, peer_error)
-        try:
-            pending = next(run)
-            while True:
-                pending = run.send(pending.run())
-        except StopIteration as done:
-            result: Context | Denial = done.value
-            return result
+        compiled, ctx = self._begin(request, peer_error)
+        for step in compiled.steps:
+            out = step(request, ctx)
+            while isinstance(out, Pending):
+                out = out.resume(out.run())
+            if out is not None:
+                return out
+        ctx.caller = ctx.make_caller()
+        return ctx
 
     async def ahandle(self, request: InboundRequest, peer_error: str | None = None) -> Context | Denial:
-        """The same, awaiting the I/O (ASGI)."""
-        run = self._run(request, peer_error)
-        try:
-            pending = next(run)
-            while True:
-                pending = run.send(await pending.arun())
-        except StopIteration as done:
-            result: Context | Denial = done.value
-            return result
+        """The same, awaiting the I/O (ASGI). Only the waiting differs from ``handle``."""
+        compiled, ctx = self._begin(request, peer_error)
+        for step in compiled.steps:
+            out = step(request, ctx)
+            while isinstance(out, Pending):
+                out = out.resume(await out.arun())
+            if out is not None:
+                return out
+        ctx.caller = ctx.make_caller()
+        return ctx
 
-    def _run(self, request: InboundRequest, peer_error: str | None) -> Generator[Pending, Any, Context | Denial]:
+    def _begin(self, request: InboundRequest, peer_error: str | None) -> tuple[Compiled, Context]:
         compiled = self.compiled()
         if self.proxies and self.proxies.trusts(request.source_ip, request.peer):
             if request.peer is None and peer_error is None:
                 request.peer = xfcc_peer(request.header_values("x-forwarded-client-cert"))
         else:
             request.headers = strip_identity_headers(request.headers)
-        ctx = Context(compiled.snapshot, request.peer, peer_error)
-        for step in compiled.steps:
-            out = step(request, ctx)
-            while isinstance(out, Pending):
-                out = out.resume((yield out))
-            if out is not None:
-                return out
-        ctx.caller = ctx.make_caller()
-        return ctx
+        return compiled, Context(compiled.snapshot, request.peer, peer_error)

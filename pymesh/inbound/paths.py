@@ -37,6 +37,7 @@ _BAD_REQUEST = Denial(400, b"Bad Request", (("content-type", "text/plain"),))
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _SLASH_ESCAPE = re.compile(r"%(2[Ff]|5[Cc])")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # refused raw: one C-speed scan, not a Python loop per character
 # What a canonical path never carries raw (Chromium's path canonicalizer escapes these).
 _MUST_ESCAPE = frozenset(' "<>`{}')
 _MERGE = re.compile(r"/{2,}")
@@ -111,7 +112,7 @@ def normalize(raw_path: str, mode: Mode) -> Normalized | Denial:
     """The path policies match (and the app receives) for ``raw_path`` under ``mode``; 400 if unusable."""
     target = raw_path.split("#", 1)[0]
     path, _, query = target.partition("?")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in target) or "%00" in path:
+    if _CONTROL.search(target) is not None or "%00" in path:
         return _BAD_REQUEST
     if not path.startswith("/"):
         return _BAD_REQUEST  # "*" and absolute-form targets are not paths a policy can judge
