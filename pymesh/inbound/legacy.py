@@ -123,6 +123,11 @@ class LegacyEnforcer:
         req = self.requirement(port) if self._any_origins else None
         return req is not None and req.principal_binding == "USE_ORIGIN"
 
+    def binds_peer(self, port: int) -> bool:
+        """``principalBinding: USE_PEER`` (1.x's default) on ``port``: the peer is the request principal."""
+        req = self.requirement(port) if self._any_origins else None
+        return req is not None and req.principal_binding == "USE_PEER"
+
     # -- Mixer checks ------------------------------------------------------------------------------
 
     def mixer(self, request: InboundRequest, path: str, identity: Identity | None = None) -> Denial | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -121,7 +122,7 @@ def policy_step(snapshot: Snapshot, shared: Shared) -> Step | None:
             ctx.identity = identity
             ctx.request_principal = identity.principal
             ctx.claims = identity.claims
-        decision = authz.check(request, norm.path, identity)
+        decision = authz.check(request, norm.path, _principal_for(legacy, request, identity))
         if decision.audit:
             log.info("pymesh: AUDIT %s %s matched %s", request.method, norm.path, ", ".join(decision.audit))
         if not decision.allowed:
@@ -147,6 +148,18 @@ def policy_step(snapshot: Snapshot, shared: Shared) -> Step | None:
                        resume=lambda result: _custom(request, ctx, result))
 
     return step
+
+
+def _principal_for(legacy: LegacyEnforcer, request: InboundRequest, identity: Identity | None) -> Identity | None:
+    """What ``request.auth.*`` is for authorization: the token's, except under an Istio 1.x Policy with
+    ``principalBinding: USE_PEER``, where the principal is the verified peer's (the claims stay the token's)."""
+    peer = request.peer
+    if peer is None or not legacy.enabled or not legacy.binds_peer(request.destination_port):
+        return identity
+    issuer, _, subject = peer.spiffe_id.principal.rpartition("/")
+    if identity is None:
+        return Identity(issuer, subject, {})
+    return dataclasses.replace(identity, issuer=issuer, subject=subject)
 
 
 def _custom(request: InboundRequest, ctx: Context, result: Any) -> Denial | None:

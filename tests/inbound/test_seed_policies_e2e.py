@@ -127,3 +127,54 @@ def test_jwt_origin_on_customer(jwks_server: Upstream, meshes: list[pymesh.Mesh]
         bad = httpx.get(server.url, headers={"authorization": f"Bearer {tampered}"}, timeout=TIMEOUT)
         assert (bad.status_code, bad.text) == (401, "Origin authentication failed.")
     assert len(jwks_server.received) >= 1  # the keys came from the loopback JWKS
+
+
+USE_PEER = """apiVersion: authentication.istio.io/v1alpha1
+kind: Policy
+metadata: {name: default, namespace: tutorial}
+spec:
+  peers: [{mtls: {mode: PERMISSIVE}}]
+  principalBinding: BINDING
+---
+apiVersion: rbac.istio.io/v1alpha1
+kind: ClusterRbacConfig
+metadata: {name: default}
+spec: {mode: 'ON'}
+---
+apiVersion: rbac.istio.io/v1alpha1
+kind: ServiceRole
+metadata: {name: viewer, namespace: tutorial}
+spec:
+  rules: [{services: ["*"], methods: ["GET"]}]
+---
+apiVersion: rbac.istio.io/v1alpha1
+kind: ServiceRoleBinding
+metadata: {name: bind-recommendation, namespace: tutorial}
+spec:
+  subjects: [{properties: {request.auth.principal: "cluster.local/ns/tutorial/sa/recommendation"}}]
+  roleRef: {kind: ServiceRole, name: viewer}
+"""
+
+
+@pytest.mark.parametrize("binding", ["USE_PEER", "USE_ORIGIN"])
+def test_principal_binding_decides_what_request_auth_principal_is(
+    binding: str, ca: MeshCA, meshes: list[pymesh.Mesh]
+) -> None:
+    # Istio 1.x: USE_PEER makes the mTLS peer the request principal; USE_ORIGIN only a token.
+    mesh = pymesh.Mesh.from_yaml(USE_PEER.replace("BINDING", binding), workload=workload("preference"), ca=ca)
+    meshes.append(mesh)
+    app = FastAPI()
+
+    @app.get("/")
+    def hello() -> str:
+        return "preference"
+
+    with Server(app, mesh=mesh) as server:
+        url = f"https://127.0.0.1:{server.port}/"
+        recommendation = get(url, ca.issue("tutorial", "recommendation"), ca.cert_pem)
+        customer = get(url, ca.issue("tutorial", "customer"), ca.cert_pem)
+    if binding == "USE_PEER":
+        assert recommendation.status_code == 200
+    else:
+        assert recommendation.status_code in (401, 403)  # no token: no request principal
+    assert customer.status_code in (401, 403)
