@@ -90,6 +90,7 @@ class MeshMiddleware:
             destination_ip=str(server[0] or ""),
             destination_port=int(server[1] or 0),
             peer=peer,
+            sni=tls.get("sni") if tls is not None else None,
         )
         return request, error
 

@@ -138,6 +138,7 @@ def tls_extension(ssl_object: ssl.SSLObject, server_cert: str | None = None) -> 
         "client_cert_error": None,
         "tls_version": _TLS_VERSIONS.get(ssl_object.version() or ""),
         "cipher_suite": _CIPHERS.get(cipher[0]) if cipher else None,
+        "sni": getattr(ssl_object, "pymesh_sni", None),  # pymesh's addition: the SNI the client sent
     }
 
 

@@ -17,6 +17,7 @@ Client contexts are per certificate version; pools made after a rotation use the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import ssl
@@ -162,8 +163,11 @@ class CertificateSource:
         kind = "strict" if require_client_cert else "permissive"
 
         def switch(conn: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _ctx: ssl.SSLContext) -> None:
-            # Runs on every ClientHello, with or without SNI: hand this connection the current context.
+            # Runs on every ClientHello, with or without SNI: hand this connection the current context,
+            # and keep the name the client asked for (policies read it as ``connection.sni``).
             conn.context = self._context(self._state, kind)
+            with contextlib.suppress(AttributeError):
+                conn.pymesh_sni = server_name  # type: ignore[union-attr]
 
         front.sni_callback = switch
         with self._lock:

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 import pymesh
 from pymesh import asgi, wsgi
 from pymesh.security import MeshCA
+from pymesh.security.tls import client_context
 from pymesh.serving import Server
 from pymesh.testing.upstream import Reply, Upstream
 from tests.conftest import shared_dir
@@ -178,3 +179,31 @@ def test_principal_binding_decides_what_request_auth_principal_is(
     else:
         assert recommendation.status_code in (401, 403)  # no token: no request principal
     assert customer.status_code in (401, 403)
+
+
+SNI_POLICY = """apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: by-sni, namespace: tutorial}
+spec:
+  rules: [{when: [{key: connection.sni, values: ["preference.tutorial.svc.cluster.local"]}]}]
+"""
+
+
+def test_connection_sni_is_what_the_client_sent(ca: MeshCA, meshes: list[pymesh.Mesh]) -> None:
+    mesh = pymesh.Mesh.from_yaml(SNI_POLICY, workload=workload("preference"), ca=ca)
+    meshes.append(mesh)
+    app = FastAPI()
+
+    @app.get("/")
+    def hello() -> str:
+        return "preference"
+
+    cert = ca.issue("tutorial", "customer")
+    context = client_context(cert, roots_pem=ca.cert_pem)
+    with Server(app, mesh=mesh) as server, httpx.Client(verify=context, timeout=TIMEOUT) as client:
+        url = f"https://127.0.0.1:{server.port}/"
+        good = client.get(url, extensions={"sni_hostname": "preference.tutorial.svc.cluster.local"})
+        assert good.status_code == 200, good.text
+        with httpx.Client(verify=context, timeout=TIMEOUT) as other:
+            bad = other.get(url, extensions={"sni_hostname": "other.tutorial.svc.cluster.local"})
+        assert (bad.status_code, bad.text) == (403, "RBAC: access denied")
