@@ -172,6 +172,9 @@ class OutlierDetector:
         category = self._category(outcome)
         if category == "ignored":
             return
+        if (category == "ok" and not (self._c5xx[index] or self._gateway[index] or self._local[index])
+                and self._clock() < self._next_sweep):
+            return  # the common success: nothing to reset, no sweep due, so no lock to take
         events: list[EjectionEvent] = []
         with self._lock:
             now = self._clock()
