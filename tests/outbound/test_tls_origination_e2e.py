@@ -248,3 +248,20 @@ spec:
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_mutual_tls_presents_the_files_certificate(
+    tls_servers: list[Upstream], ca: MeshCA, connect: Connect, meshes: list[pymesh.Mesh], tmp_path: Path
+) -> None:
+    up = tls_upstream(tls_servers, ca, "svc-v1")  # requires a client certificate from the mesh root
+    client = ca.issue("external", "partner")
+    for name, data in (("cert.pem", client.cert_chain_pem), ("key.pem", client.key_pem), ("ca.pem", ca.cert_pem)):
+        (tmp_path / name).write_bytes(data)
+    cert, key, roots = (tmp_path / n for n in ("cert.pem", "key.pem", "ca.pem"))
+    rule = (f"{{tls: {{mode: MUTUAL, clientCertificate: {cert}, privateKey: {key}, caCertificates: {roots}, "
+            "subjectAltNames: [spiffe://cluster.local/ns/ns1/sa/svc]}}")
+    mesh = mesh_for(docs(service_yaml("svc", "ns1", [up]), dest_rule(rule)), None)  # no mesh identity needed
+    meshes.append(mesh)
+    r = connect(mesh).get(URL)
+    assert r.status_code == 200, r.text
+    assert peer_id(up.received[0].peer_cert) == "cluster.local/ns/external/sa/partner"
