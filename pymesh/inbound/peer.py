@@ -115,6 +115,7 @@ class _PeerStep:
         mode = self._ports.get(request.destination_port, self._mode) if self._ports else self._mode
         if mode == "DISABLE":
             ctx.peer = None
+            request.peer = None  # nothing downstream (authorization, legacy bindings) may count it
             return None
         if ctx.peer_error is not None:
             return PEER_DENIAL

@@ -133,11 +133,13 @@ def _istio(identity: CertificateSource | None, expected: tuple[str, ...], *, sni
         if identity is None:
             raise IdentityMissingError("ISTIO_MUTUAL needs a workload identity: give the Workload a cert_dir "
                                        "(or PYMESH_CERT_DIR), or the Mesh a ca")
-        return client_context(identity.current, roots_pem=identity.roots_pem, alpn_protocols=ISTIO_ALPN)
+        return client_context(identity.current, roots_pem=identity.roots_pem, alpn_protocols=ISTIO_ALPN,
+                              allow_legacy_chain=identity.allow_legacy_chain)
 
     def check(ssl_object: Any) -> None:
         assert identity is not None
-        verify_server(ssl_object, identity.roots_pem, trust_domains=trust_domains, expected=expected)
+        verify_server(ssl_object, identity.roots_pem, trust_domains=trust_domains, expected=expected,
+                      allow_legacy_chain=identity.allow_legacy_chain)
 
     version = (lambda: identity.version) if identity is not None else None
     return Origination("ISTIO_MUTUAL", sni, make, check, version)

@@ -139,6 +139,11 @@ class CertificateSource:
         return self._state.cert
 
     @property
+    def allow_legacy_chain(self) -> bool:
+        """The compatibility switch for pre-RFC 5280 CA chains (Istio's 2018 sample plug-in CA)."""
+        return self._legacy
+
+    @property
     def roots_pem(self) -> bytes:
         return self._state.roots_pem
 

@@ -39,7 +39,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pymesh.config.common import PolicyTargetReference, WorkloadSelector
 from pymesh.config.legacy import authn, mixer, rbac
@@ -965,6 +965,16 @@ def _mixer_action(
     ))
 
 
+def _re2_search(pattern: str) -> re.Pattern[str]:
+    """A list entry as Mixer compiled it (Go's RE2): linear-time search over client-supplied values."""
+    import re2
+
+    try:
+        return cast("re.Pattern[str]", re2.compile(pattern))  # the match API of re.Pattern
+    except re2.error as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _list_action(handler: _Handler, value: Expression, p: mixer.ListcheckerParams, out: _Out) -> ListAction:
     networks: list[IPNetwork] = []
     patterns: list[re.Pattern[str]] = []
@@ -976,8 +986,8 @@ def _list_action(handler: _Handler, value: Expression, p: mixer.ListcheckerParam
                 out.warn(handler.res, f"override {entry!r} is not an IP address or range; it is skipped")
         elif p.entry_type == "REGEX":
             try:
-                patterns.append(re.compile(entry))
-            except re.error as exc:
+                patterns.append(_re2_search(entry))  # RE2, as Mixer: client values are matched
+            except ValueError as exc:
                 out.warn(handler.res, f"override {entry!r} is not a valid regex ({exc}); it is skipped")
     return ListAction(
         value=value, overrides=tuple(o for o in p.overrides if o), entry_type=p.entry_type, blacklist=p.blacklist,
