@@ -180,7 +180,7 @@ def compile_inbound(
 class Inbound:
     """What ASGI and WSGI middleware share: mesh, identity, trusted proxies, compiled pipeline."""
 
-    __slots__ = ("_compiled", "factories", "identity", "mesh", "proxies", "shared", "verifier")
+    __slots__ = ("_compile_lock", "_compiled", "factories", "identity", "mesh", "proxies", "shared", "verifier")
 
     def __init__(
         self,
@@ -197,11 +197,17 @@ class Inbound:
         self.factories: tuple[tuple[str, StepFactory], ...] = STEP_FACTORIES  # read at each compile
         self.shared = Shared(mesh)
         self._compiled: Compiled | None = None
+        self._compile_lock = threading.Lock()
 
     def compiled(self) -> Compiled:
-        snapshot = self.mesh.snapshot
         compiled = self._compiled
-        if compiled is None or compiled.snapshot is not snapshot:
+        if compiled is not None and compiled.snapshot is self.mesh.snapshot:
+            return compiled
+        with self._compile_lock:  # one compile at a time, always of the newest snapshot: a late compile
+            snapshot = self.mesh.snapshot  # of an older one would close the caches the newer one uses
+            compiled = self._compiled
+            if compiled is not None and compiled.snapshot is snapshot:
+                return compiled
             compiled = self._compiled = compile_inbound(snapshot, self.shared, self.factories)
             if "STRICT" in compiled.peer.modes and not self.verifier.enabled:
                 log.warning("pymesh: PeerAuthentication STRICT applies to %r but it has no certificate "

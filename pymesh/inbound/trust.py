@@ -52,7 +52,8 @@ class LocalIdentity:
         elif certificate is not None:
             self.source = CertificateSource(certificate)
         elif ca is not None:
-            self.source = CertificateSource.for_workload(mesh.workload, ca=ca, trust_domain=mesh.snapshot.trust_domain)
+            made = CertificateSource.for_workload(mesh.workload, ca=ca, trust_domain=mesh.snapshot.trust_domain)
+            self.source = made.start() if made is not None else None  # renews in the background
         else:
             self.source = mesh.identity  # the mesh's own: one certificate for calls made and served
 
@@ -61,12 +62,10 @@ class LocalIdentity:
         return self.source is not None
 
     def current(self) -> WorkloadCertificate | None:
-        """The certificate to present now, renewed first if it is due."""
+        """The certificate to present now. Renewal is the source's background thread's job: issuing
+        or reading files here would block the event loop of an ASGI server."""
         source = self.source
-        if source is None:
-            return None
-        source.maybe_rotate()
-        return source.current
+        return None if source is None else source.current
 
     @property
     def roots_pem(self) -> bytes:

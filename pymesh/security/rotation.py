@@ -285,7 +285,8 @@ class CertificateSource:
             wait = max(self._state.rotate_at, self._retry_at) - self._clock()
             if wait > 0 and self._stop.wait(min(wait, 3600.0)):
                 return
-            self.maybe_rotate()
+            if not self.maybe_rotate() and self.due() and self._stop.wait(_MIN_GAP):
+                return  # another caller is renewing (or it failed and backs off): do not spin
 
     def _make_state(self, cert: WorkloadCertificate, version: int, earliest: float = 0.0) -> _State:
         start, end = cert.not_before.timestamp(), cert.not_after.timestamp()
