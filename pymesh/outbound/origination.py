@@ -62,7 +62,8 @@ class ServerRefusedError(ssl.SSLError):
 class Origination:
     """TLS toward one cluster's endpoints: the context to dial with, the name to send, what to check.
 
-    Compared by identity: one object per cluster state, so endpoint pools can key on it.
+    Equal when ``key`` (what the settings say) is: a reload that rebuilds a cluster's state with
+    the same TLS settings gets an equal one, so endpoint pools keyed on it are kept, not leaked.
     """
 
     mode: Mode
@@ -70,8 +71,15 @@ class Origination:
     _make: Callable[[], ssl.SSLContext]
     _check: Callable[[Any], None] | None = None
     _version: Callable[[], int] | None = None  # the identity's version: a rotation makes a new context
+    key: tuple[Any, ...] = ()
     _cached: tuple[int, ssl.SSLContext] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Origination) and (self.key == other.key if self.key else self is other)
+
+    def __hash__(self) -> int:
+        return hash(self.key) if self.key else id(self)
 
     def context(self) -> ssl.SSLContext:
         """The context for a new connection (the current certificate, after any rotation)."""
@@ -142,7 +150,8 @@ def _istio(identity: CertificateSource | None, expected: tuple[str, ...], *, sni
                       allow_legacy_chain=identity.allow_legacy_chain)
 
     version = (lambda: identity.version) if identity is not None else None
-    return Origination("ISTIO_MUTUAL", sni, make, check, version)
+    return Origination("ISTIO_MUTUAL", sni, make, check, version,
+                       ("ISTIO_MUTUAL", sni, expected, trust_domains, id(identity)))
 
 
 def _files(tls: Any, host: str) -> Origination:
@@ -161,4 +170,6 @@ def _files(tls: Any, host: str) -> Origination:
     # getpeercert(True), positionally: httpcore's sync stream hands out the internal _ssl object,
     # whose getpeercert takes no keywords.
     check = None if skip or not names else (lambda obj: check_subject_alt_names(obj.getpeercert(True), names))
-    return Origination(tls.mode, tls.sni or host, make, check)
+    return Origination(tls.mode, tls.sni or host, make, check, None,
+                       (tls.mode, tls.sni or host, names, skip, tls.ca_certificates, tls.client_certificate,
+                        tls.private_key))

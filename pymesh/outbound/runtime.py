@@ -87,6 +87,19 @@ class Runtime:
         self.default_budget = RetryBudget(clock=clock)
         self._lock = threading.Lock()
 
+    def live_endpoints(self) -> set[tuple[int, str, int]]:
+        """(id of a cluster's connection gate, address, port) for every endpoint of every cluster known
+        now: a pool of a gated cluster that is not here belongs to an endpoint a reload removed."""
+        live: set[tuple[int, str, int]] = set()
+        for state in list(self._entries.values()):
+            gate, service = id(state.connections), state.cluster.service
+            for e in state.cluster.endpoints:
+                ports = set(e.ports.values())
+                if service is not None:
+                    ports.update(e.port_for(sp) for sp in service.ports)
+                live.update((gate, e.address, port) for port in ports)
+        return live
+
     def entry(self, cluster: Cluster, *, locality: str, labels: Any, mesh_locality: Any,
               connect_timeout: float = 10.0, identity: CertificateSource | None = None,
               mesh_config: MeshConfig | None = None) -> ClusterState:

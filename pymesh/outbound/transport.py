@@ -116,6 +116,23 @@ async def _adrain(response: httpx.Response) -> None:
 PoolKey = tuple[EndpointAddress, PoolSettings, ConnectionGate | None, Origination | None]
 
 
+_PRUNE_EVERY = 1.0  # seconds: looking for stale pools walks every endpoint, so not on every new pool
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
+def _stale(pools: dict[PoolKey, Any], plan: Planner, pruned: list[float]) -> list[PoolKey]:
+    """Pools of endpoints a reload removed from their cluster: closed, so their idle connections no
+    longer hold the cluster's ``maxConnections`` slots. Checked when a new pool is made (which is
+    when endpoints change), at most once a second."""
+    now = time.monotonic()
+    if now - pruned[0] < _PRUNE_EVERY:
+        return []
+    pruned[0] = now
+    live = plan.mesh._runtime.live_endpoints()
+    return [key for key in pools
+            if key[2] is not None and (id(key[2]), key[0].host.decode("ascii"), key[0].port) not in live]
+
+
 class MeshTransport(httpx.BaseTransport):
     """An ``httpx.BaseTransport`` that routes every request through the mesh."""
 
@@ -123,6 +140,7 @@ class MeshTransport(httpx.BaseTransport):
         self._plan = Planner(mesh, raise_errors=raise_errors)
         self._pools: dict[PoolKey, EndpointPool] = {}
         self._lock = threading.Lock()
+        self._pruned = [0.0]  # when stale pools were last looked for
         self._mirror = ThreadMirror(capacity=mirror_capacity)
 
     @property
@@ -136,6 +154,8 @@ class MeshTransport(httpx.BaseTransport):
             with self._lock:
                 pool = self._pools.get(key)
                 if pool is None:
+                    for stale in _stale(self._pools, self._plan, self._pruned):
+                        self._pools.pop(stale).close()
                     address, settings, gate, tls = key
                     ssl_context = self._plan.ssl_context if address.scheme == b"https" else None
                     pool = self._pools[key] = EndpointPool(
@@ -226,6 +246,7 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
     def __init__(self, mesh: Mesh, *, raise_errors: bool = False, mirror_capacity: int = 256) -> None:
         self._plan = Planner(mesh, raise_errors=raise_errors)
         self._pools: dict[PoolKey, AsyncEndpointPool] = {}
+        self._pruned = [0.0]
         self._mirror = AsyncMirror(capacity=mirror_capacity)
 
     @property
@@ -236,6 +257,11 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
         key = (attempt.address, attempt.pool, attempt.gate, attempt.tls)
         pool = self._pools.get(key)
         if pool is None:  # one event loop drives this transport: no lock needed
+            for stale in _stale(self._pools, self._plan, self._pruned):
+                gone = self._pools.pop(stale)
+                task = asyncio.get_running_loop().create_task(gone.aclose())
+                _CLOSING.add(task)
+                task.add_done_callback(_CLOSING.discard)
             address, settings, gate, tls = key
             ssl_context = self._plan.ssl_context if address.scheme == b"https" else None
             pool = self._pools[key] = AsyncEndpointPool(
