@@ -50,9 +50,11 @@ class MeshMiddleware:
         trusted_proxies: Iterable[str] = (),
         certificate: WorkloadCertificate | CertificateSource | None = None,
         ca: MeshCA | None = None,
+        port: int | None = None,
     ) -> None:
         self.app = app
         self.mesh = mesh
+        self.port = port  # the port the server listens on, for servers that do not expose their socket
         self.inbound = Inbound(mesh, certificate=certificate, ca=ca, trusted_proxies=trusted_proxies)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -89,7 +91,14 @@ class MeshMiddleware:
             except (OSError, AttributeError):
                 destination = ()
         dest_ip = str(destination[0]) if destination else environ.get("SERVER_NAME", "")
-        dest_port = int(destination[1]) if destination else int(environ.get("SERVER_PORT") or 0)
+        # The socket's port, else the one given to the middleware; SERVER_PORT may come from the
+        # client's Host header (mod_wsgi, uWSGI), so it never picks a port-level mTLS mode.
+        if destination:
+            dest_port, port_known = int(destination[1]), True
+        elif self.port is not None:
+            dest_port, port_known = self.port, True
+        else:
+            dest_port, port_known = int(environ.get("SERVER_PORT") or 0), False
         peer, error = self.inbound.verify(_chain(environ, sock))
         request = InboundRequest(
             method=environ.get("REQUEST_METHOD", "GET"),
@@ -102,6 +111,7 @@ class MeshMiddleware:
             destination_ip=dest_ip,
             destination_port=dest_port,
             peer=peer,
+            port_known=port_known,
         )
         return request, error
 

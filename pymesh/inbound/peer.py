@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["PEER_DENIAL", "Mode", "PeerPolicy", "compose", "peer_step"]
 
 Mode = Literal["DISABLE", "PERMISSIVE", "STRICT"]
+_STRICTNESS: dict[str, int] = {"DISABLE": 0, "PERMISSIVE": 1, "STRICT": 2}
 
 # istio/proxy's authn filter answered a failed peer check with this 401 (Istio 1.x). A sidecar
 # under STRICT resets the TCP connection instead; middleware runs after the server accepted the
@@ -112,7 +113,12 @@ class _PeerStep:
         self._ports = dict(policy.ports)
 
     def __call__(self, request: InboundRequest, ctx: Context) -> Denial | None:
-        mode = self._ports.get(request.destination_port, self._mode) if self._ports else self._mode
+        if not self._ports:
+            mode = self._mode
+        elif request.port_known:
+            mode = self._ports.get(request.destination_port, self._mode)
+        else:  # a client-chosen port must not pick a weaker mode: the strictest of them all applies
+            mode = max((self._mode, *self._ports.values()), key=_STRICTNESS.__getitem__)
         if mode == "DISABLE":
             ctx.peer = None
             request.peer = None  # nothing downstream (authorization, legacy bindings) may count it

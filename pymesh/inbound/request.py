@@ -62,6 +62,7 @@ class InboundRequest:
     destination_port: int
     peer: PeerIdentity | None  # verified by TLS (or vouched for by a trusted proxy); None for plaintext
     sni: str | None = None
+    port_known: bool = True  # False: destination_port came from the request (a Host header), not a socket
 
     def header_values(self, name: str) -> list[str]:
         """Every value of header ``name`` (any case), in arrival order."""

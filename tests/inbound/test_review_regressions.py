@@ -148,3 +148,39 @@ def test_istio_mutual_honours_the_legacy_chain_switch_outbound() -> None:
         text = docs(service_yaml("svc", "ns1", [up]), dest_rule("{tls: {mode: ISTIO_MUTUAL}}"))
         with pymesh.Mesh.from_yaml(text, workload=caller, identity=identity) as mesh, mesh.client() as client:
             assert client.get(URL).status_code == 200
+
+
+PORT_LEVEL = """apiVersion: security.istio.io/v1beta1
+kind: PeerAuthentication
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  mtls: {mode: STRICT}
+  portLevelMtls: {9090: {mode: DISABLE}}
+"""
+
+
+def _plain_wsgi(mesh: pymesh.Mesh, server_port: str, **kw: Any) -> str:
+    out: dict[str, str] = {}
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"secret"]
+
+    def start_response(status: str, headers: Any, exc: Any = None) -> None:
+        out["status"] = status
+
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/admin", "RAW_URI": "/admin", "HTTP_HOST": f"web:{server_port}",
+               "SERVER_NAME": "web", "SERVER_PORT": server_port, "REMOTE_ADDR": "10.0.0.9",
+               "wsgi.input": io.BytesIO(), "wsgi.url_scheme": "http"}
+    b"".join(wsgi.MeshMiddleware(app, mesh=mesh, **kw)(environ, cast(Any, start_response)))
+    return out["status"]
+
+
+def test_a_client_chosen_port_cannot_pick_a_weaker_port_level_mode() -> None:
+    # Without the server's socket, SERVER_PORT may come from the Host header: the strictest mode of
+    # the workload applies, unless the middleware is told the port it serves.
+    with pymesh.Mesh.from_yaml(PORT_LEVEL, workload=WEB, ca=MeshCA.init()) as mesh:
+        assert _plain_wsgi(mesh, "9090").startswith("401")
+        assert _plain_wsgi(mesh, "8080").startswith("401")
+        assert _plain_wsgi(mesh, "9090", port=9090) == "200 OK"  # the metrics port, told by the operator
