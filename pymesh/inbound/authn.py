@@ -272,6 +272,8 @@ class Authenticator:
                             if token:
                                 tokens.append(token)
                 elif loc.kind == "param":
+                    if not query:
+                        continue  # most requests: no query string, nothing to parse
                     if params is None:
                         params = {}
                         for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True):
