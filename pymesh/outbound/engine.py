@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any
 import httpcore
 import httpx
 
+from pymesh.outbound.aio import AsyncH11Connection
 from pymesh.outbound.origination import Origination
 from pymesh.outbound.pool import CLOSED, OPEN, ConnectionGate, PoolState, ThreadWaiter, Waiter
 from pymesh.outbound.tls_connection import AsyncTLSConnection, TLSConnection
@@ -248,8 +250,17 @@ class _AsyncWaiter(Waiter):
             await self._future
 
 
+#: Which connections the async pools dial. ``PYMESH_ASYNC_ENGINE=httpcore`` selects httpcore's
+#: (``AsyncHTTPConnection`` / ``AsyncTLSConnection``, I/O through anyio); the default, ``asyncio``,
+#: is ``aio.AsyncH11Connection`` (h11 over an asyncio protocol), which costs less CPU per request.
+#: Read once, at import.
+_ASYNC_ENGINE = os.environ.get("PYMESH_ASYNC_ENGINE", "asyncio").strip().lower() or "asyncio"
+if _ASYNC_ENGINE not in ("asyncio", "httpcore"):
+    raise ValueError(f"PYMESH_ASYNC_ENGINE must be 'asyncio' or 'httpcore', not {_ASYNC_ENGINE!r}")
+
+
 class AsyncEndpointPool:
-    """Connections to one endpoint (asyncio; httpcore's connections do the I/O through anyio)."""
+    """Connections to one endpoint (asyncio; ``aio.py``'s connections, or httpcore's: ``_ASYNC_ENGINE``)."""
 
     __slots__ = ("_max_uses", "_origin", "_state", "address", "dial")
 
@@ -262,10 +273,18 @@ class AsyncEndpointPool:
         self._origin = httpcore.Origin(address.scheme, address.host, address.port)
         self._max_uses = max_requests_per_connection
         self._state: PoolState[_Conn] = PoolState(gate)
-        self.dial: Callable[[], Any] = (
-            functools.partial(AsyncTLSConnection, self._origin, tls, keepalive_expiry=keepalive_expiry) if tls else
-            functools.partial(httpcore.AsyncHTTPConnection, self._origin, ssl_context=ssl_context,
-                              keepalive_expiry=keepalive_expiry))
+        self.dial: Callable[[], Any]
+        if _ASYNC_ENGINE == "httpcore":
+            self.dial = (
+                functools.partial(AsyncTLSConnection, self._origin, tls, keepalive_expiry=keepalive_expiry) if tls
+                else functools.partial(httpcore.AsyncHTTPConnection, self._origin, ssl_context=ssl_context,
+                                       keepalive_expiry=keepalive_expiry))
+        elif tls:  # the context is asked for at each dial: a rotated identity takes effect on new connections
+            self.dial = functools.partial(AsyncH11Connection, self._origin, ssl_context=tls.context,
+                                          server_hostname=tls.sni, check=tls.check, keepalive_expiry=keepalive_expiry)
+        else:
+            self.dial = functools.partial(AsyncH11Connection, self._origin, ssl_context=ssl_context,
+                                          keepalive_expiry=keepalive_expiry)
 
     def stats(self) -> tuple[int, int, int]:
         return self._state.stats()
@@ -273,12 +292,12 @@ class AsyncEndpointPool:
     async def _lease(self, request: httpx.Request, extensions: dict[str, Any]) -> _Conn:
         state = self._state
         lease, stale = state.checkout(_AsyncWaiter)
-        await _aclose_all(stale)
+        _close_later(stale)  # not awaited here: a cancellation at that await would lose the lease
         if isinstance(lease, _AsyncWaiter):
             try:
                 await lease.wait(_pool_timeout(extensions))
             except BaseException as exc:  # a timeout or a cancellation: hand back what came meanwhile
-                await _aclose_all(state.abandon(lease))
+                _close_later(state.abandon(lease))
                 if isinstance(exc, TimeoutError):
                     raise _overflowed(request) from None
                 raise
@@ -310,6 +329,18 @@ class AsyncEndpointPool:
 
     async def aclose(self) -> None:
         await _aclose_all(self._state.close())
+
+
+_CLOSING: set[asyncio.Task[None]] = set()  # strong references: a pending task is otherwise collectable
+
+
+def _close_later(conns: list[_Conn]) -> None:
+    """Close connections in a task of their own, so the caller's cancellation cannot interrupt the
+    bookkeeping around it (the pool already forgot them)."""
+    if conns:
+        task = asyncio.get_running_loop().create_task(_aclose_all(conns))
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
 
 
 async def _aclose_all(conns: list[_Conn]) -> None:
