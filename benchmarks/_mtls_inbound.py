@@ -33,9 +33,10 @@ from pymesh.config.load import Text
 # -- mTLS -------------------------------------------------------------------------------------
 
 
-def _secure_mesh(env: Env) -> Mesh:
+def _secure_mesh(env: Env, *, per_connection: int | None = None) -> Mesh:
     """A host whose DestinationRule originates mutual TLS (``tls.mode: MUTUAL``, file certificates) to the TLS
-    upstream: the in-process equivalent of the sidecar's mTLS hop, configured the Istio way."""
+    upstream: the in-process equivalent of the sidecar's mTLS hop, configured the Istio way.
+    ``per_connection=1`` (``maxRequestsPerConnection``) makes every request a full handshake."""
     c = env.certs
     assert env.tls_upstream is not None
     assert c is not None
@@ -58,13 +59,16 @@ spec:
     tls: {{mode: MUTUAL, clientCertificate: {c.client_cert}, privateKey: {c.client_key}, caCertificates: {c.ca},
            sni: {SNI}}}
 """
+    if per_connection is not None:
+        text += f"    connectionPool: {{http: {{maxRequestsPerConnection: {per_connection}}}}}\n"
     return Mesh([Text(text, "<mtls benchmark>")], namespace=NS)
 
 
-def _pymesh_mtls(env: Env, stack: contextlib.ExitStack) -> tuple[Callable[[], None] | None, str]:
+def _pymesh_mtls(env: Env, stack: contextlib.ExitStack, *, per_connection: int | None = None,
+                 ) -> tuple[Callable[[], None] | None, str]:
     """The pymesh mTLS GET if pymesh originates it (checked by doing one), else why not."""
     try:
-        mesh = stack.enter_context(_secure_mesh(env))
+        mesh = stack.enter_context(_secure_mesh(env, per_connection=per_connection))
         client = stack.enter_context(mesh.client(trust_env=False))
         r = client.get(mesh_url("secure"))
     except Exception as exc:  # config not accepted, or the call failed outright
@@ -93,6 +97,17 @@ def sc_mtls(env: Env, stack: contextlib.ExitStack) -> dict[str, Any]:
     pm_call, why = _pymesh_mtls(env, stack)
     if pm_call is not None:
         scenarios.append(("pymesh mTLS (DestinationRule MUTUAL)", pm_call))
+    # Full handshakes: a new connection for every request, plaintext against mutual TLS.
+    fresh = httpx.Limits(max_keepalive_connections=0)
+    bare_new = stack.enter_context(httpx.Client(trust_env=False, limits=fresh))
+    tls_new = stack.enter_context(httpx.Client(trust_env=False, verify=ctx, limits=fresh))
+    scenarios += [
+        (NEW_PLAIN, ok_getter(bare_new, f"http://localhost:{env.upstream.port}/")),
+        ("bare httpx mTLS, full handshake per request", ok_getter(tls_new, f"https://localhost:{env.tls_upstream.port}/")),
+    ]
+    pm_new, _ = _pymesh_mtls(env, stack, per_connection=1)
+    if pm_new is not None:
+        scenarios.append(("pymesh mTLS, full handshake per request (maxRequestsPerConnection: 1)", pm_new))
     others = {"upstream": env.upstream.cpu_ns, "tls-upstream": env.tls_upstream.cpu_ns}
     if env.envoy is not None and env.envoy_server is not None and "mtls" in env.envoy.ports:
         via = stack.enter_context(httpx.Client(trust_env=False))
@@ -116,10 +131,11 @@ def sc_mtls(env: Env, stack: contextlib.ExitStack) -> dict[str, Any]:
         aggs[name]["process_cpu_us_per_req"] = {k: round(sum(r.others_cpu_ns[k] for r in rounds) / n / 1000, 2)
                                                 for k in others if k != "tls-connections"}
         aggs[name]["new_tls_connections"] = opened
-        if name != "bare plaintext":
+        if name not in ("bare plaintext", NEW_PLAIN):
             aggs[name]["connection_reuse"] = round(1 - opened / n, 5) if n else math.nan
     with_totals(aggs)
-    pairs = [(name, "bare plaintext") for name in aggs if name != "bare plaintext"]
+    pairs = [(name, NEW_PLAIN if "full handshake" in name else "bare plaintext") for name in aggs
+             if name not in ("bare plaintext", NEW_PLAIN)]
     return {"status": "ok", "method": f"{s.mtls_rounds} interleaved rounds of {s.mtls_requests}, keep-alive, TLS 1.3, "
                                       "ECDSA P-256 certificates with SPIFFE URI SANs",
             "scenarios": aggs, "comparisons": comparisons(results, pairs, aggs),
@@ -131,6 +147,7 @@ def sc_mtls(env: Env, stack: contextlib.ExitStack) -> dict[str, Any]:
 
 
 INBOUND_COUNTS = (0, 10, 100, 1000)
+NEW_PLAIN = "bare plaintext, new connection per request"
 
 
 def _policies(n: int) -> str:
