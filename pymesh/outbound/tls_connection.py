@@ -52,9 +52,10 @@ class TLSConnection:
         timeout = _connect_timeout(request)
         origin = self._origin
         try:
+            context = self._tls.context()  # first: without an identity, not even a TCP connection is opened
             stream = _SYNC.connect_tcp(origin.host.decode("ascii"), origin.port, timeout=timeout)
             try:
-                stream = stream.start_tls(self._tls.context(), server_hostname=self._tls.sni, timeout=timeout)
+                stream = stream.start_tls(context, server_hostname=self._tls.sni, timeout=timeout)
                 self._tls.check(stream.get_extra_info("ssl_object"))
             except BaseException:
                 stream.close()
@@ -97,9 +98,10 @@ class AsyncTLSConnection:
         timeout = _connect_timeout(request)
         origin = self._origin
         try:
+            context = self._tls.context()
             stream: Any = await _ASYNC.connect_tcp(origin.host.decode("ascii"), origin.port, timeout=timeout)
             try:
-                stream = await stream.start_tls(self._tls.context(), server_hostname=self._tls.sni, timeout=timeout)
+                stream = await stream.start_tls(context, server_hostname=self._tls.sni, timeout=timeout)
                 self._tls.check(stream.get_extra_info("ssl_object"))
             except BaseException:
                 await stream.aclose()
