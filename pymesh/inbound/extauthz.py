@@ -144,8 +144,12 @@ class ExtAuthz:
         try:
             client = self._client or httpx.Client()
             try:
-                response = client.request(call.method, call.url, headers=list(call.headers), timeout=self.timeout)
-                body = response.read()
+                with client.stream(call.method, call.url, headers=list(call.headers), timeout=self.timeout) as response:
+                    body = b""
+                    for chunk in response.iter_bytes():
+                        body += chunk
+                        if len(body) > _MAX_BODY:
+                            break  # what the denial can carry; the rest is never read into memory
             finally:
                 if self._client is None:
                     client.close()
@@ -158,9 +162,13 @@ class ExtAuthz:
         try:
             client = self._async_client or httpx.AsyncClient()
             try:
-                response = await client.request(call.method, call.url, headers=list(call.headers),
-                                                timeout=self.timeout)
-                body = await response.aread()
+                async with client.stream(call.method, call.url, headers=list(call.headers),
+                                         timeout=self.timeout) as response:
+                    body = b""
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > _MAX_BODY:
+                            break
             finally:
                 if self._async_client is None:
                     await client.aclose()
