@@ -26,6 +26,7 @@ key marked ``use: enc`` and an RSA key under 2048 bits are skipped. Time is inje
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import threading
@@ -35,6 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+
+from pymesh.inbound.fetch import bounded_get
 
 __all__ = ["MAX_JWKS_BYTES", "Fetcher", "JwksCache", "JwksRegistry", "Key", "KeySet", "parse_jwks"]
 
@@ -129,21 +132,7 @@ def parse_jwks(text: str | bytes, *, allow_oct: bool = False) -> KeySet:
 
 
 def _httpx_fetcher(verify: Any) -> Fetcher:
-    def fetch(url: str, timeout: float) -> bytes:
-        import httpx
-
-        with httpx.Client(timeout=timeout, follow_redirects=False, verify=verify) as client, \
-                client.stream("GET", url, headers={"accept": "application/json"}) as response:
-            if response.status_code != 200:
-                raise OSError(f"{url} answered {response.status_code}")
-            body = bytearray()
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > MAX_JWKS_BYTES:
-                    raise OSError(f"{url} sent more than {MAX_JWKS_BYTES} bytes")
-            return bytes(body)
-
-    return fetch
+    return functools.partial(bounded_get, limit=MAX_JWKS_BYTES, verify=verify, accept="application/json")
 
 
 def _release(waiter: asyncio.Future[None]) -> None:

@@ -56,7 +56,13 @@ class LegacyEnforcer:
                  lists: ListRegistry | None = None) -> None:
         self.workload = workload
         self.trust_domain = trust_domain
-        self._registry = registry
+        # The registry's endpoints by (namespace, service account): the source labels of a verified
+        # peer, looked up per request, so indexed once here rather than scanned each time.
+        self._by_identity: dict[tuple[str, str], list[Endpoint]] = {}
+        for svc in registry:
+            for ep in svc.endpoints:
+                if ep.service_account:
+                    self._by_identity.setdefault((svc.namespace, ep.service_account), []).append(ep)
         self._legacy = legacy
         self._port_names = dict(port_names or {})
         self._requirements: dict[int, OriginRequirement | None] = {}
@@ -168,8 +174,7 @@ class LegacyEnforcer:
         if peer is None:
             return None
         sid = peer.spiffe_id
-        found: list[Endpoint] = [ep for svc in self._registry for ep in svc.endpoints
-                 if svc.namespace == sid.namespace and ep.service_account == sid.service_account]
+        found = self._by_identity.get((sid.namespace, sid.service_account), [])
         if not found:
             return None
         exact = [ep for ep in found if ep.address == request.source_ip]

@@ -10,6 +10,7 @@ reloads while their URL and timing stay the same.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -18,6 +19,8 @@ import time
 from collections.abc import Callable, Iterable
 
 import httpx
+
+from pymesh.inbound.fetch import bounded_get
 
 __all__ = ["MAX_LIST_BYTES", "ListRegistry", "ProviderList"]
 
@@ -28,16 +31,7 @@ MAX_LIST_BYTES = 4 * 1024 * 1024  # a list larger than this is a failed fetch, n
 Fetch = Callable[[str, float], bytes]
 
 
-def _http_fetch(url: str, timeout: float) -> bytes:
-    with httpx.Client(timeout=timeout, follow_redirects=False) as client, client.stream("GET", url) as response:
-        if response.status_code != 200:
-            raise OSError(f"{url} answered {response.status_code}")
-        body = b""
-        for chunk in response.iter_bytes():
-            body += chunk
-            if len(body) > MAX_LIST_BYTES:
-                raise OSError(f"{url}: list larger than {MAX_LIST_BYTES} bytes")
-        return body
+_http_fetch: Fetch = functools.partial(bounded_get, limit=MAX_LIST_BYTES)
 
 
 class ProviderList:

@@ -75,11 +75,8 @@ class LocalIdentity:
     @property
     def allow_legacy_chain(self) -> bool:
         """The source's compatibility switch for pre-RFC 5280 CA chains, so the chain check here
-        agrees with the handshake's. (CertificateSource keeps it private; read it until it is public.)"""
-        source = self.source
-        if source is None:
-            return False
-        return bool(getattr(source, "allow_legacy_chain", getattr(source, "_legacy", False)))
+        agrees with the handshake's."""
+        return self.source is not None and self.source.allow_legacy_chain
 
 
 class PeerVerifier:

@@ -228,9 +228,7 @@ class Call:
         if cluster.endpoints:
             snap = self.planner.mesh._live.snapshot
             state = runtime.entry(cluster, locality=snap.workload.locality, labels=snap.workload.labels,
-                                  mesh_locality=snap.mesh_config.locality_lb_setting,
-                                  connect_timeout=snap.mesh_config.connect_timeout,
-                                  identity=self.planner.mesh.identity, mesh_config=snap.mesh_config)
+                                  mesh_config=snap.mesh_config, identity=self.planner.mesh.identity)
             if state.hash_policy is not None:
                 self._hash_key, cookie = state.hash_policy.key(self.info, rng=runtime.rng)
                 self.set_cookie = cookie.header_value() if cookie is not None else None

@@ -15,7 +15,7 @@ import contextlib
 import functools
 import os
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ from pymesh.outbound.origination import Origination
 from pymesh.outbound.pool import CLOSED, OPEN, ConnectionGate, PoolState, ThreadWaiter, Waiter
 from pymesh.outbound.tls_connection import AsyncTLSConnection, TLSConnection
 
-__all__ = ["AsyncEndpointPool", "EndpointAddress", "EndpointPool"]
+__all__ = ["AsyncEndpointPool", "EndpointAddress", "EndpointPool", "in_background"]
 
 # Most specific first: the first isinstance hit wins.
 _ERRORS: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
@@ -205,8 +205,10 @@ class EndpointPool:
 
     def send(
         self, method: bytes, target: bytes, headers: Sequence[tuple[bytes, bytes]], stream: Any,
-        extensions: dict[str, Any], request: httpx.Request,
+        extensions: dict[str, Any], request: httpx.Request, released: Callable[[], None] | None = None,
     ) -> httpx.Response:
+        """Send on a pooled connection; ``released`` runs after the connection is given back, when
+        the response body is closed (the caller's per-try resources: limits ticket, balancer count)."""
         a = self.address
         req = httpcore.Request(method, httpcore.URL(scheme=a.scheme, host=a.host, port=a.port, target=target),
                                headers=headers, content=stream, extensions=extensions)
@@ -219,10 +221,14 @@ class EndpointPool:
                 raise _mapped(exc, request) from exc
             raise
         return httpx.Response(resp.status, headers=resp.headers, stream=_SyncStream(resp.stream, functools.partial(
-            self._done, conn)), extensions=resp.extensions, request=request)
+            self._done, conn, released)), extensions=resp.extensions, request=request)
 
-    def _done(self, conn: _Conn) -> None:
-        _close_all(self._state.checkin(conn, reusable=_reusable(conn, self._max_uses)))
+    def _done(self, conn: _Conn, released: Callable[[], None] | None) -> None:
+        try:
+            _close_all(self._state.checkin(conn, reusable=_reusable(conn, self._max_uses)))
+        finally:
+            if released is not None:
+                released()
 
     def close(self) -> None:
         _close_all(self._state.close())
@@ -308,7 +314,7 @@ class AsyncEndpointPool:
 
     async def send(
         self, method: bytes, target: bytes, headers: Sequence[tuple[bytes, bytes]], stream: Any,
-        extensions: dict[str, Any], request: httpx.Request,
+        extensions: dict[str, Any], request: httpx.Request, released: Callable[[], None] | None = None,
     ) -> httpx.Response:
         a = self.address
         req = httpcore.Request(method, httpcore.URL(scheme=a.scheme, host=a.host, port=a.port, target=target),
@@ -322,25 +328,33 @@ class AsyncEndpointPool:
                 raise _mapped(exc, request) from exc
             raise
         return httpx.Response(resp.status, headers=resp.headers, stream=_AsyncStream(resp.stream, functools.partial(
-            self._done, conn)), extensions=resp.extensions, request=request)
+            self._done, conn, released)), extensions=resp.extensions, request=request)
 
-    async def _done(self, conn: _Conn) -> None:
-        await _aclose_all(self._state.checkin(conn, reusable=_reusable(conn, self._max_uses)))
+    async def _done(self, conn: _Conn, released: Callable[[], None] | None) -> None:
+        try:
+            await _aclose_all(self._state.checkin(conn, reusable=_reusable(conn, self._max_uses)))
+        finally:
+            if released is not None:
+                released()
 
     async def aclose(self) -> None:
         await _aclose_all(self._state.close())
 
 
-_CLOSING: set[asyncio.Task[None]] = set()  # strong references: a pending task is otherwise collectable
+_BACKGROUND: set[asyncio.Task[None]] = set()  # strong references: a pending task is otherwise collectable
+
+
+def in_background(closing: Coroutine[Any, Any, None]) -> None:
+    """Run ``closing`` in a task of its own, so the caller's cancellation cannot interrupt the
+    bookkeeping around it (the pool already forgot what is being closed)."""
+    task = asyncio.get_running_loop().create_task(closing)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
 
 
 def _close_later(conns: list[_Conn]) -> None:
-    """Close connections in a task of their own, so the caller's cancellation cannot interrupt the
-    bookkeeping around it (the pool already forgot them)."""
     if conns:
-        task = asyncio.get_running_loop().create_task(_aclose_all(conns))
-        _CLOSING.add(task)
-        task.add_done_callback(_CLOSING.discard)
+        in_background(_aclose_all(conns))
 
 
 async def _aclose_all(conns: list[_Conn]) -> None:

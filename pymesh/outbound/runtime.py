@@ -100,9 +100,8 @@ class Runtime:
                 live.update((gate, e.address, port) for port in ports)
         return live
 
-    def entry(self, cluster: Cluster, *, locality: str, labels: Any, mesh_locality: Any,
-              connect_timeout: float = 10.0, identity: CertificateSource | None = None,
-              mesh_config: MeshConfig | None = None) -> ClusterState:
+    def entry(self, cluster: Cluster, *, locality: str, labels: Any, mesh_config: MeshConfig,
+              identity: CertificateSource | None = None) -> ClusterState:
         """The state for ``cluster``: kept while its endpoints and policies stay the same.
 
         A changed outlier or pool policy rebuilds only that part's state; changed endpoints
@@ -115,8 +114,11 @@ class Runtime:
         policy = cluster.policy
         lb = policy.load_balancer
         od = policy.outlier_detection
+        mc = mesh_config
+        mesh_locality, connect_timeout = mc.locality_lb_setting, mc.connect_timeout
+        mesh_tls = (mc.trust_domain, mc.trust_domain_aliases, mc.enable_auto_mtls)  # what origination reads
         fingerprint = (cluster.endpoints, lb, od, mesh_locality, locality, policy.connection_pool,
-                       policy.retry_budget, connect_timeout, policy.tls, identity, mesh_config)
+                       policy.retry_budget, connect_timeout, policy.tls, identity, mesh_tls)
         from pymesh.outbound.balancer import make_balancer
 
         with self._lock:
@@ -145,12 +147,10 @@ class Runtime:
             gate = entry.connections if entry is not None else ConnectionGate()
             gate.limit = limits.policy.max_connections if limits.policy.max_connections < UNLIMITED else None
             key = cluster.key
-            mc = mesh_config
             tls = originations(
                 policy.tls, cluster.service, cluster.endpoints, host=key.host, port=key.port, subset=key.subset,
-                identity=identity, trust_domain=mc.trust_domain if mc is not None else "cluster.local",
-                aliases=mc.trust_domain_aliases if mc is not None else (),
-                auto_mtls=mc.enable_auto_mtls if mc is not None else True)
+                identity=identity, trust_domain=mc.trust_domain, aliases=mc.trust_domain_aliases,
+                auto_mtls=mc.enable_auto_mtls)
             entry = ClusterState(cluster, fingerprint, balancer, outlier, limits, budget, pool, gate, tls)
             self._entries[cluster.key] = entry
             return entry

@@ -24,13 +24,12 @@ import asyncio
 import functools
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from pymesh.outbound.call import Attempt, Call, Planner, request_info
-from pymesh.outbound.engine import AsyncEndpointPool, EndpointAddress, EndpointPool
+from pymesh.outbound.engine import AsyncEndpointPool, EndpointAddress, EndpointPool, in_background
 from pymesh.outbound.mirror import AsyncMirror, ThreadMirror
 from pymesh.outbound.origination import Origination
 from pymesh.outbound.pool import ConnectionGate
@@ -43,43 +42,6 @@ if TYPE_CHECKING:
     from pymesh.mesh import Mesh
 
 __all__ = ["AsyncMeshTransport", "MeshTransport", "request_info"]
-
-
-class _Released(httpx.SyncByteStream):
-    """Releases a try's resources (pool ticket, active-request count) when its body is closed."""
-
-    def __init__(self, inner: Any, release: Callable[[], None]) -> None:
-        self._inner = inner
-        self._release: Callable[[], None] | None = release
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self._inner
-
-    def close(self) -> None:
-        try:
-            self._inner.close()
-        finally:
-            release, self._release = self._release, None
-            if release is not None:
-                release()
-
-
-class _AsyncReleased(httpx.AsyncByteStream):
-    def __init__(self, inner: Any, release: Callable[[], None]) -> None:
-        self._inner = inner
-        self._release: Callable[[], None] | None = release
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._inner:
-            yield chunk
-
-    async def aclose(self) -> None:
-        try:
-            await self._inner.aclose()
-        finally:
-            release, self._release = self._release, None
-            if release is not None:
-                release()
 
 
 _DRAIN_LIMIT = 64 * 1024  # read a retried answer up to this, so its connection can be reused
@@ -116,21 +78,25 @@ async def _adrain(response: httpx.Response) -> None:
 PoolKey = tuple[EndpointAddress, PoolSettings, ConnectionGate | None, Origination | None]
 
 
-_PRUNE_EVERY = 1.0  # seconds: looking for stale pools walks every endpoint, so not on every new pool
-_CLOSING: set[asyncio.Task[None]] = set()
+class _Pruner:
+    """Finds pools of endpoints a reload removed from their cluster, so they can be closed and their
+    idle connections stop holding the cluster's ``maxConnections`` slots. Asked when a new pool is
+    made (which is when endpoints change), and looks at most once a second: it walks every endpoint."""
 
+    EVERY = 1.0
 
-def _stale(pools: dict[PoolKey, Any], plan: Planner, pruned: list[float]) -> list[PoolKey]:
-    """Pools of endpoints a reload removed from their cluster: closed, so their idle connections no
-    longer hold the cluster's ``maxConnections`` slots. Checked when a new pool is made (which is
-    when endpoints change), at most once a second."""
-    now = time.monotonic()
-    if now - pruned[0] < _PRUNE_EVERY:
-        return []
-    pruned[0] = now
-    live = plan.mesh._runtime.live_endpoints()
-    return [key for key in pools
-            if key[2] is not None and (id(key[2]), key[0].host.decode("ascii"), key[0].port) not in live]
+    def __init__(self, plan: Planner) -> None:
+        self._plan = plan
+        self._last = 0.0
+
+    def stale(self, pools: dict[PoolKey, Any]) -> list[PoolKey]:
+        now = time.monotonic()
+        if now - self._last < self.EVERY:
+            return []
+        self._last = now
+        live = self._plan.mesh._runtime.live_endpoints()
+        return [key for key in pools
+                if key[2] is not None and (id(key[2]), key[0].host.decode("ascii"), key[0].port) not in live]
 
 
 class MeshTransport(httpx.BaseTransport):
@@ -140,7 +106,7 @@ class MeshTransport(httpx.BaseTransport):
         self._plan = Planner(mesh, raise_errors=raise_errors)
         self._pools: dict[PoolKey, EndpointPool] = {}
         self._lock = threading.Lock()
-        self._pruned = [0.0]  # when stale pools were last looked for
+        self._pruner = _Pruner(self._plan)
         self._mirror = ThreadMirror(capacity=mirror_capacity)
 
     @property
@@ -154,7 +120,7 @@ class MeshTransport(httpx.BaseTransport):
             with self._lock:
                 pool = self._pools.get(key)
                 if pool is None:
-                    for stale in _stale(self._pools, self._plan, self._pruned):
+                    for stale in self._pruner.stale(self._pools):
                         self._pools.pop(stale).close()
                     address, settings, gate, tls = key
                     ssl_context = self._plan.ssl_context if address.scheme == b"https" else None
@@ -214,11 +180,8 @@ class MeshTransport(httpx.BaseTransport):
             return call.answer(response, verdict_)
 
     def _send(self, attempt: Attempt, request: httpx.Request) -> httpx.Response:
-        response = self._pool(attempt).send(attempt.method, attempt.target, attempt.headers, request.stream,
-                                                    attempt.extensions, request)
-        if attempt.releases:
-            response.stream = _Released(response.stream, attempt.release)
-        return response
+        return self._pool(attempt).send(attempt.method, attempt.target, attempt.headers, request.stream,
+                                        attempt.extensions, request, attempt.release if attempt.releases else None)
 
     def _shadow(self, attempt: Attempt, request: httpx.Request) -> None:
         copy = httpx.Request(request.method, request.url, headers=request.headers, content=request.content)
@@ -246,7 +209,7 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
     def __init__(self, mesh: Mesh, *, raise_errors: bool = False, mirror_capacity: int = 256) -> None:
         self._plan = Planner(mesh, raise_errors=raise_errors)
         self._pools: dict[PoolKey, AsyncEndpointPool] = {}
-        self._pruned = [0.0]
+        self._pruner = _Pruner(self._plan)
         self._mirror = AsyncMirror(capacity=mirror_capacity)
 
     @property
@@ -257,11 +220,8 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
         key = (attempt.address, attempt.pool, attempt.gate, attempt.tls)
         pool = self._pools.get(key)
         if pool is None:  # one event loop drives this transport: no lock needed
-            for stale in _stale(self._pools, self._plan, self._pruned):
-                gone = self._pools.pop(stale)
-                task = asyncio.get_running_loop().create_task(gone.aclose())
-                _CLOSING.add(task)
-                task.add_done_callback(_CLOSING.discard)
+            for stale in self._pruner.stale(self._pools):
+                in_background(self._pools.pop(stale).aclose())
             address, settings, gate, tls = key
             ssl_context = self._plan.ssl_context if address.scheme == b"https" else None
             pool = self._pools[key] = AsyncEndpointPool(
@@ -320,11 +280,9 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
             return call.answer(response, verdict_)
 
     async def _send(self, attempt: Attempt, request: httpx.Request) -> httpx.Response:
-        response = await self._pool(attempt).send(attempt.method, attempt.target, attempt.headers,
-                                                          request.stream, attempt.extensions, request)
-        if attempt.releases:
-            response.stream = _AsyncReleased(response.stream, attempt.release)
-        return response
+        return await self._pool(attempt).send(attempt.method, attempt.target, attempt.headers, request.stream,
+                                              attempt.extensions, request,
+                                              attempt.release if attempt.releases else None)
 
     async def _shadow(self, attempt: Attempt, request: httpx.Request) -> None:
         copy = httpx.Request(request.method, request.url, headers=request.headers, content=request.content)
