@@ -147,7 +147,8 @@ _TABLE: dict[str, Support] = {
     "metadata.creationTimestamp": _enforced("Orders the oldest-wins decisions (VirtualService host ownership, "
                                             "DestinationRule merging)"),
     "metadata.labels": _ignored("Labels on config objects select nothing"),
-    "metadata.annotations": _accepted(AUTHZ, "Istio acts only on `istio.io/dry-run` (AuthorizationPolicy)"),
+    "metadata.annotations": _enforced("Istio acts only on `istio.io/dry-run` (AuthorizationPolicy): such a "
+                                      "policy is evaluated (its verdict kept apart) but never enforced"),
     # -- networking.istio.io -------------------------------------------------------------------
     "VirtualService": _accepted(ROUTING),
     "VirtualService.hosts": _enforced("Short names expand in the VirtualService's namespace; for sidecars "
@@ -298,6 +299,10 @@ _TABLE: dict[str, Support] = {
     "MeshConfig.defaultProviders": _accepted(TELEMETRY),
     "MeshConfig.extensionProviders.*": _accepted(AUTHZ, "CUSTOM AuthorizationPolicy providers; tracing and "
                                                  "access-log providers for telemetry"),
+    "MeshConfig.extensionProviders.envoyExtAuthzHttp.*": _enforced("The CUSTOM AuthorizationPolicy authorizer, "
+                                                                   "asked over HTTP through the mesh's client"),
+    "MeshConfig.extensionProviders.envoyExtAuthzGrpc.*": _accepted(AUTHZ, "gRPC authorizers are not called: "
+                                                                   "a CUSTOM policy naming one denies"),
     "MeshConfig.localityLbSetting.*": _enforced("A DestinationRule's `localityLbSetting` or `zoneAwareLbSetting` "
                                                 "replaces it whole"),
     "MeshConfig.h2UpgradePolicy": _accepted(ROUTING),
