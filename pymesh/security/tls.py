@@ -13,9 +13,13 @@ The policy, in one place:
   from another CA is refused at the TLS layer.
 - Every certificate in a root bundle is a trust anchor (``VERIFY_X509_PARTIAL_CHAIN``), as
   in cryptography's verifier, so both layers agree on what a bundle means.
-- Servers issue no session tickets: a resumed session skips chain verification, and after
-  a trust-bundle change (CVE-2022-21654) that must not happen. Connection reuse by client
-  pools is unaffected.
+- Servers issue no session tickets, so TLS 1.3 never resumes. A resumed session skips chain
+  verification, which after a trust-bundle change (CVE-2022-21654) must not let a peer in;
+  CPython has no switch for OpenSSL's server-side session-ID cache, so a TLS 1.2 client can
+  still resume while its first connection is open. Every connection's peer chain is
+  therefore verified again, against the current bundle, before it is used
+  (``peer_from_ssl_object``, ``inbound.trust.PeerVerifier``). Client pools reuse
+  connections, not sessions.
 """
 
 from __future__ import annotations
