@@ -298,14 +298,24 @@ class Balancer:
         """Requests started on endpoint ``index`` and not yet finished."""
         return self._active[index]
 
+    # start and finish bracket every request: acquire/release, since ``with`` costs twice as much on 3.11.
+
     def start(self, index: int) -> None:
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             self._active[index] += 1
+        finally:
+            lock.release()
 
     def finish(self, index: int) -> None:
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             if self._active[index] > 0:
                 self._active[index] -= 1
+        finally:
+            lock.release()
 
     def pick(
         self,

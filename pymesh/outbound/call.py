@@ -55,8 +55,14 @@ __all__ = ["Attempt", "Call", "Planner", "request_info"]
 
 FLAGS_HEADER = "x-pymesh-flags"
 _ATTEMPT = ATTEMPT_HEADER.encode("latin-1")
+_TIMEOUT_NAMES = ("connect", "read", "write", "pool")
 REPLAY_LIMIT = 1024 * 1024  # bytes: Envoy's default per-request buffer; larger bodies are sent once
 _UH_BODY = b"no healthy upstream"
+_ATTEMPT_HEADERS = tuple((_ATTEMPT, str(n).encode()) for n in range(8))  # tries 1..7 need no formatting
+
+
+def _attempt_header(attempt: int) -> tuple[bytes, bytes]:
+    return _ATTEMPT_HEADERS[attempt] if attempt < len(_ATTEMPT_HEADERS) else (_ATTEMPT, str(attempt).encode())
 
 
 @functools.lru_cache(maxsize=1)
@@ -176,7 +182,7 @@ class Planner:
 class Call:
     """The state of one routed request across its tries."""
 
-    __slots__ = ("_cluster_state", "_hash_key", "fault_flags", "info", "outcome", "planner", "request",
+    __slots__ = ("_cluster_state", "_hash_key", "fault_flags", "info", "outcome", "path", "planner", "request",
                  "retry", "route", "set_cookie", "target")
 
     def __init__(self, planner: Planner, request: httpx.Request, info: RequestInfo, outcome: Outcome) -> None:
@@ -190,6 +196,7 @@ class Call:
         assert outcome.cluster is not None
         self.route = route
         self.target: Target = outcome.target
+        self.path = outcome.path if outcome.path is not None else info.path  # as sent upstream
         self.retry: RetryState | None = None
         self.set_cookie: str | None = None
         self._cluster_state: ClusterState | None = None
@@ -299,7 +306,7 @@ class Call:
         if pool.close_after_each:
             headers.append((b"connection", b"close"))  # maxRequestsPerConnection: 1
         return Attempt(EndpointAddress.of(scheme, host, port), self.request.method.encode("ascii"),
-                       outcome.path.encode("ascii"), headers, extensions, index, ours, releases, pool,
+                       self.path.encode("ascii"), headers, extensions, index, ours, releases, pool,
                        state.connections if state is not None else None, tls)
 
     def _overflow(self) -> LocalReply:
@@ -318,24 +325,25 @@ class Call:
             timeouts["connect"] = connect_timeout
             extensions["timeout"] = timeouts
         client_read = timeouts.get("read")
-        ours = limit is not None and (client_read is None or limit < client_read)
-        if ours:
-            for name in ("connect", "read", "write", "pool"):
-                current = timeouts.get(name)
-                timeouts[name] = limit if current is None else min(current, limit)
-            extensions["timeout"] = timeouts
-        return extensions, ours
+        if limit is None or (client_read is not None and limit >= client_read):
+            return extensions, False
+        get = timeouts.get
+        for name in _TIMEOUT_NAMES:
+            current = get(name)
+            timeouts[name] = limit if current is None or limit < current else current  # min(current, limit)
+        extensions["timeout"] = timeouts
+        return extensions, True
 
     def _headers(self, attempt: int) -> list[tuple[bytes, bytes]]:
         info, outcome = self.info, self.outcome
         ops = self.target.request_ops
-        if not ops and outcome.path == info.path and outcome.authority is None:
+        if not ops and self.path == info.path and outcome.authority is None:
             # The common case: the caller's headers go as they are, plus the attempt count.
-            return [*self.request.headers.raw, (_ATTEMPT, str(attempt).encode())]
+            return [*self.request.headers.raw, _attempt_header(attempt)]
         headers = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in self.request.headers.raw]
         if ops:
             headers = apply_headers(headers, ops)
-        if outcome.path != info.path:
+        if self.path != info.path:
             headers.append(("x-envoy-original-path", info.path))  # as Envoy records a rewrite
         if outcome.authority is not None:
             headers = [(n, v) for n, v in headers if n != "host"]
@@ -372,7 +380,9 @@ class Call:
     def answer(self, response: httpx.Response, verdict: Stop | None = None) -> httpx.Response:
         """The upstream's answer for the caller, with the flags of how it came to be (DI, URX, UO)."""
         extra: tuple[tuple[str, str], ...] = (("set-cookie", self.set_cookie),) if self.set_cookie is not None else ()
-        flags = ",".join(f for f in (self.fault_flags, verdict.flags if verdict is not None else "") if f)
+        flags = self.fault_flags
+        if verdict is not None and verdict.flags:
+            flags = f"{flags},{verdict.flags}" if flags else verdict.flags
         if flags:
             extra = (*extra, (FLAGS_HEADER, flags))
         apply_response_ops(response, self.target.response_ops or self.route.response_ops, extra)

@@ -163,7 +163,7 @@ def decide(router: Router, info: RequestInfo, url: str, rng: Any) -> RouteDecisi
         port=outcome.port,
         cluster=str(cluster.key),
         targets=targets,
-        path=outcome.path,
+        path=outcome.path if outcome.path is not None else info.path,
         authority=outcome.authority,
         endpoints=cluster.endpoints,
         traffic_policy=cluster.policy,

@@ -79,11 +79,18 @@ class CompiledRoute:
     retry_policy: RetryPolicy = NO_RETRY
     fault_policy: FaultPolicy | None = None
 
+    blocks: tuple[CompiledMatch, ...] = field(init=False, repr=False, compare=False)  # matches, or CATCH_ALL
+    total: int = field(init=False, repr=False, compare=False)  # the weight sum the pick draws within
+    rewrites: bool = field(init=False, repr=False, compare=False)  # the path may change on the way up
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blocks", self.matches or (CATCH_ALL,))
+        object.__setattr__(self, "total", self.cumulative[-1] if self.cumulative else 0)
+        object.__setattr__(self, "rewrites", bool(self.rewrite_uri) or self.regex_rewrite is not None)
+
     def matching(self, info: RequestInfo) -> CompiledMatch | None:
-        if not self.matches:
-            return CATCH_ALL
-        for m in self.matches:
-            if m(info):
+        for m in self.blocks:
+            if m.test(info):
                 return m
         return None
 
@@ -91,8 +98,7 @@ class CompiledRoute:
         targets = self.targets
         if len(targets) == 1:
             return targets[0]
-        point = rng.random() * self.cumulative[-1]
-        return targets[bisect.bisect_right(self.cumulative, point)]
+        return targets[bisect.bisect_right(self.cumulative, rng.random() * self.total)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +113,11 @@ class LocalReply:
 
 
 @dataclass(slots=True, kw_only=True)
-class Outcome:  # built per request: a plain slotted record (frozen dataclasses cost ~2 µs more to build)
+class Outcome:
+    """What to do with a request. Read-only: a forward without rewrites is one record, prebuilt per
+    (match, target, port) and shared by every request that takes it (a plain slotted record, not a
+    frozen one: local replies are built per request, and frozen dataclasses cost ~2 µs more to build)."""
+
     kind: Literal["forward", "passthrough", "local"]
     host: str  # FQDN (or the host as given, for pass-through)
     port: int  # the service port the request goes to
@@ -115,14 +125,14 @@ class Outcome:  # built per request: a plain slotted record (frozen dataclasses 
     match: CompiledMatch | None = None
     target: Target | None = None
     cluster: Cluster | None = None
-    path: str = ""  # after rewrites
+    path: str | None = None  # after rewrites; None: the request's own path, unchanged
     authority: str | None = None  # a rewritten Host, or None to keep the caller's
     local: LocalReply | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class _Host:
-    """What a request host resolved to, cached per (host, port) as written by callers."""
+    """What a request host resolved to, cached per host as written by callers."""
 
     fqdn: str
     routes: tuple[CompiledRoute, ...] | None  # None: no VirtualService owns the host
@@ -132,20 +142,21 @@ class _Host:
 @dataclass(slots=True)
 class Router:
     snapshot: Snapshot
-    _hosts: dict[tuple[str, int | None], _Host] = field(default_factory=dict)
+    _hosts: dict[str, _Host] = field(default_factory=dict)
     _compiled: dict[int, tuple[CompiledRoute, ...]] = field(default_factory=dict)
-    _clusters: dict[tuple[int, int], tuple[Cluster, int]] = field(default_factory=dict)
+    # (id of a target, request port, id of the match) -> the forward; targets live as long as this router
+    _forwards: dict[tuple[int, int, int], Outcome] = field(default_factory=dict)
 
     # -- resolution ------------------------------------------------------------------
 
-    def resolve(self, host: str, port: int | None) -> _Host:
-        key = (host, port)
-        found = self._hosts.get(key)
+    def resolve(self, host: str, port: int | None = None) -> _Host:
+        """What ``host`` resolves to (the port does not change it: routes match on ports themselves)."""
+        found = self._hosts.get(host)
         if found is None:
             found = self._resolve(host)
             if len(self._hosts) >= _MAX_AUTHORITIES:
                 self._hosts.clear()
-            self._hosts[key] = found
+            self._hosts[host] = found
         return found
 
     def _resolve(self, host: str) -> _Host:
@@ -173,23 +184,47 @@ class Router:
     # -- decision ----------------------------------------------------------------------
 
     def decide(self, info: RequestInfo, rng: random.Random) -> Outcome:
-        resolved = self.resolve(info.host, info.port)
-        port = info.effective_port
+        resolved = self._hosts.get(info.host) or self.resolve(info.host)
+        port = info.port
+        if port is None:
+            port = 443 if info.scheme == "https" else 80
         routes = resolved.routes
         if routes is None:
             if self.snapshot.mesh_config.outbound_traffic_policy.mode == "REGISTRY_ONLY":
                 return _local(resolved.fqdn, port, 502, b"", "NR", "host is outside the mesh registry (REGISTRY_ONLY)")
             return Outcome(kind="passthrough", host=info.host, port=port, path=info.path)
         for route in routes:
-            match = route.matching(info)
-            if match is not None:
-                return self._act(route, match, info, resolved, port, rng)
+            for match in route.blocks:
+                if match.test(info):
+                    if route.redirect is None and route.direct_response is None and route.targets:
+                        return self._forward(route, match, info, resolved, port, rng)
+                    return self._act(route, match, info, resolved, port)
         return _local(resolved.fqdn, port, 404, b"", "NR", "no route matched")
 
-    def _act(
+    def _forward(
         self, route: CompiledRoute, match: CompiledMatch, info: RequestInfo, resolved: _Host, port: int,
         rng: random.Random,
     ) -> Outcome:
+        target = route.pick(rng)
+        key = (id(target), port, id(match))
+        forward = self._forwards.get(key)
+        if forward is None:
+            service = resolved.service if target.host == resolved.fqdn else self.snapshot.registry.get(target.host)
+            dest_port = target.port or _service_port(service, port)
+            forward = self._forwards[key] = Outcome(
+                kind="forward", host=target.host, port=dest_port, route=route, match=match, target=target,
+                cluster=self.snapshot.clusters.get(target.host, target.subset, dest_port),
+                authority=target.request_ops.authority or route.rewrite_authority or None)
+        if not route.rewrites:
+            return forward
+        path = rewrite_path(info.path, uri=route.rewrite_uri, uri_kind=match.uri_kind, matched=match.uri_value,
+                            regex=route.regex_rewrite)
+        return Outcome(kind="forward", host=forward.host, port=forward.port, route=route, match=match, target=target,
+                       cluster=forward.cluster, path=path, authority=forward.authority)
+
+    def _act(self, route: CompiledRoute, match: CompiledMatch, info: RequestInfo, resolved: _Host, port: int
+             ) -> Outcome:
+        """A route that answers locally: a redirect, a direct response, or no destination."""
         if route.redirect is not None:
             location = redirect_location(
                 route.redirect, scheme=info.scheme, host=info.host, port=info.port, path=info.path,
@@ -203,23 +238,7 @@ class Router:
             headers = (("content-type", "text/plain"),) if body else ()
             reply = LocalReply(route.direct_response.status, body, headers, "", "direct response")
             return Outcome(kind="local", host=resolved.fqdn, port=port, route=route, match=match, local=reply)
-        if not route.targets:
-            return _local(resolved.fqdn, port, 404, b"", "NR", "route has no destination")
-        target = route.pick(rng)
-        cached = self._clusters.get((id(target), port))
-        if cached is None:
-            service = resolved.service if target.host == resolved.fqdn else self.snapshot.registry.get(target.host)
-            dest_port = target.port or _service_port(service, port)
-            cached = (self.snapshot.clusters.get(target.host, target.subset, dest_port), dest_port)
-            self._clusters[(id(target), port)] = cached  # targets live as long as this router
-        cluster, dest_port = cached
-        path = info.path
-        if route.rewrite_uri or route.regex_rewrite is not None:
-            path = rewrite_path(path, uri=route.rewrite_uri, uri_kind=match.uri_kind, matched=match.uri_value,
-                                regex=route.regex_rewrite)
-        authority = target.request_ops.authority or route.rewrite_authority or None
-        return Outcome(kind="forward", host=target.host, port=dest_port, route=route, match=match, target=target,
-                       cluster=cluster, path=path, authority=authority)
+        return _local(resolved.fqdn, port, 404, b"", "NR", "route has no destination")
 
 
 def _service_port(service: Service | None, request_port: int) -> int:

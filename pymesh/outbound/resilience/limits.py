@@ -98,7 +98,7 @@ class Ticket:
     def release(self) -> None:
         limits = self._limits
         if limits is not None:
-            limits._release(self)
+            limits._release(self, retry=False)
 
     def __enter__(self) -> Ticket:
         return self
@@ -111,6 +111,11 @@ class RetryTicket(Ticket):
     """One retry in flight (Envoy's max_retries resource), from ``Limits.try_admit_retry``."""
 
     __slots__ = ()
+
+    def release(self) -> None:
+        limits = self._limits
+        if limits is not None:
+            limits._release(self, retry=True)
 
 
 _NOOP = Ticket(None)
@@ -151,10 +156,14 @@ class Limits:
         cap = self._cap
         if cap is None:
             return _NOOP
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not ``with``: on CPython 3.11 it costs twice as much, and this runs every try
+        try:
             if self._active >= cap:
                 return None
             self._active += 1
+        finally:
+            lock.release()
         return Ticket(self)
 
     def try_admit_retry(self) -> RetryTicket | None:
@@ -172,12 +181,16 @@ class Limits:
             self._retries += 1
         return RetryTicket(self)
 
-    def _release(self, ticket: Ticket) -> None:
-        with self._lock:
+    def _release(self, ticket: Ticket, *, retry: bool) -> None:
+        lock = self._lock
+        lock.acquire()  # as in try_admit
+        try:
             if ticket._limits is None:
                 return  # released already
             ticket._limits = None
-            if isinstance(ticket, RetryTicket):
+            if retry:
                 self._retries -= 1
             else:
                 self._active -= 1
+        finally:
+            lock.release()

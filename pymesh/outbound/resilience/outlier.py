@@ -169,7 +169,8 @@ class OutlierDetector:
 
     def record(self, index: int, outcome: Outcome) -> None:
         """Count how a try on endpoint ``index`` ended; may eject it at once."""
-        category = self._category(outcome)
+        # Without outlierDetectionHttpErrorCodes the classifier's category stands (no call: the common case).
+        category = outcome.outlier if not self.policy.error_codes else self._category(outcome)
         if category == "ignored":
             return
         if (category == "ok" and not (self._c5xx[index] or self._gateway[index] or self._local[index])

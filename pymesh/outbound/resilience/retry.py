@@ -258,8 +258,10 @@ class RetryState:
         per_try = self.policy.per_try_timeout
         if self.deadline is None:
             return per_try
-        left = max(0.0, self.deadline - (self._clock() if now is None else now))
-        return left if per_try is None else min(per_try, left)
+        left = self.deadline - (self._clock() if now is None else now)
+        if left < 0.0:
+            left = 0.0
+        return left if per_try is None or left < per_try else per_try  # min(per_try, left)
 
     def record(self, outcome: Outcome, endpoint_index: int | None = None) -> Verdict:
         """Record how the current try ended; ``Retry(delay, attempt)`` or ``Stop(reason, flags)``."""
