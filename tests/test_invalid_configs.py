@@ -1788,10 +1788,10 @@ def test_config_error_is_a_mesh_error_and_a_value_error() -> None:
 def test_unknown_kinds_are_skipped_with_a_warning_not_an_error() -> None:
     text = GOOD + textwrap.dedent("""\
         ---
-        apiVersion: networking.istio.io/v1
-        kind: VirtualServise
+        apiVersion: config.istio.io/v1alpha2
+        kind: fluentd
         metadata:
-          name: reviews
+          name: handler
         spec: {}
         ---
         apiVersion: apps/v1
@@ -1799,13 +1799,46 @@ def test_unknown_kinds_are_skipped_with_a_warning_not_an_error() -> None:
         metadata:
           name: reviews-v1
         spec: {replicas: 1}
+        ---
+        apiVersion: networking.istio.io/v1alpha3
+        kind: EnvoyFilter
+        metadata:
+          name: lua
+        spec: {}
         """)
     config = load([Text(text)])
     assert len(config.resources) == 2
     messages = [w.message for w in config.warnings if w.path == "kind"]
-    assert len(messages) == 2
+    assert len(messages) == 3
     assert "check the spelling" in messages[0]
     assert "check the spelling" not in messages[1]
+    assert "check the spelling" not in messages[2]
+
+
+@pytest.mark.parametrize(("api_version", "kind", "hint"), [
+    ("security.istio.io/v1", "AuthorisationPolicy", "did you mean AuthorizationPolicy?"),
+    ("networking.istio.io/v1", "VirtualServise", "did you mean VirtualService?"),
+    ("security.istio.io/v1", "Firewall", ""),
+])
+def test_an_unknown_kind_in_an_istio_group_is_an_error(api_version: str, kind: str, hint: str) -> None:
+    # Skipping it would silently drop what may be a misspelt DENY policy; the API server refuses it.
+    text = GOOD + textwrap.dedent(f"""\
+        ---
+        apiVersion: {api_version}
+        kind: {kind}
+        metadata:
+          name: deny-admin
+        spec:
+          action: DENY
+          rules: [{{to: [{{operation: {{paths: ["/admin/*"]}}}}]}}]
+        """)
+    with pytest.raises(ConfigError) as err:
+        load([Text(text)])
+    [issue] = [i for i in err.value.issues if i.severity == "error"]
+    assert (issue.path, issue.kind, issue.name) == ("kind", kind, "deny-admin")
+    assert f"has no kind {kind!r}" in issue.message
+    assert hint in issue.message
+    assert issue.line > 1
 
 
 def test_a_warning_alone_does_not_fail_but_travels_with_an_error() -> None:

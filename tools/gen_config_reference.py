@@ -361,8 +361,11 @@ knowingly behaves differently from Istio, see [Differences from Istio](differenc
   are read as strings, as YAML 1.2 and Kubernetes read them.
 - The Istio 1.0/1.1 APIs current Istio removed are still read (`legacy` below), with one warning
   per kind; fields old Istio versions had are accepted with a deprecation warning.
-- Documents of other kinds (`Deployment`, `Service`, ...) are skipped with a warning, never an
-  error. An error anywhere fails the whole load; nothing half-applies.
+- Documents of other kinds (`Deployment`, `Service`, `EnvoyFilter`, Mixer adapters, ...) are
+  skipped with a warning. A kind no Istio CRD has in an Istio API group (`security.istio.io`
+  `AuthorisationPolicy`) is an error, as the API server would refuse it: skipping it could
+  silently drop a misspelt DENY policy. An error anywhere fails the whole load; nothing
+  half-applies.
 """
 
 

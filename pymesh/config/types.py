@@ -142,8 +142,9 @@ def compile_re2(pattern: str) -> re.Pattern[str]:
     Matching uses Python's ``re`` after RE2 has accepted the pattern: the RE2 subset means
     the same in both, and Python's engine is ~20x faster on the short strings routed. A
     pattern that could backtrack catastrophically (a repeat inside a repeat, or an alternation
-    under one: ``(a+)+``, ``(a|aa)*``) is matched by RE2 itself, in linear time, as Envoy does
-    for every pattern: the strings matched may come from end users.
+    under one: ``(a+)+``, ``(a|aa)*``: exponential) or polynomially (two or more long repeats in
+    sequence, ``.*a.*a.*b``: O(n^k)) is matched by RE2 itself, in linear time, as Envoy does for
+    every pattern: the strings matched may come from end users.
     """
     if len(pattern) > 1024:
         raise Invalid("regex is longer than 1024 characters")
@@ -160,8 +161,12 @@ def compile_re2(pattern: str) -> re.Pattern[str]:
         raise Invalid(f"regex {pattern!r} is valid RE2 but not supported by pymesh: {exc}") from exc
 
 
+_LONG_REPEAT = 16  # a repeat allowed more times than this counts as long
+
+
 def _may_backtrack(pattern: str) -> bool:
-    """A repeat (or an alternation) nested under another unbounded repeat: exponential for ``re``."""
+    """A repeat (or an alternation) nested under another repeat (exponential for ``re``), or two
+    long repeats anywhere in the pattern (each can give back what the other takes: polynomial)."""
     # The stdlib's own regex parser (re._parser) gives the tree; it has no stubs, hence Any.
     c: Any = importlib.import_module("re._constants")
     parser: Any = importlib.import_module("re._parser")
@@ -171,12 +176,19 @@ def _may_backtrack(pattern: str) -> bool:
     except re.error:
         return True
 
+    long_repeats = 0
+
     def walk(items: Any, under_repeat: bool) -> bool:
+        nonlocal long_repeats
         for op, av in items:
             if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
                 _, high, sub = av
                 if under_repeat:
                     return True
+                if high > _LONG_REPEAT:
+                    long_repeats += 1
+                    if long_repeats > 1:
+                        return True
                 if walk(sub, high > 1):
                     return True
             elif op is c.BRANCH:
