@@ -697,7 +697,10 @@ def _role_rule(
     scope = _rule_scope(rule, namespace, lambda m: out.warn(sources[-1], f"{where}: {m}"))
     if scope is None:
         return
-    conditions, ports = _constraints(rule, lambda m: out.warn(sources[-1], f"{where}: {m}"))
+    constrained = _constraints(rule, lambda m: out.warn(sources[-1], f"{where}: {m}"))
+    if constrained is None:
+        return
+    conditions, ports = constrained
     operation = _operation(rule, ports)
     if operation is False:
         return
@@ -800,7 +803,9 @@ def _variants(scope: _Scope, enabled: tuple[str, ...] | None) -> list[tuple[tupl
 _PLAIN_KEYS = frozenset({"destination.ip", "connection.sni"})
 
 
-def _constraints(rule: rbac.AccessRule, warn: Callable[[str], None]) -> tuple[tuple[Condition, ...], tuple[str, ...]]:
+def _constraints(rule: rbac.AccessRule, warn: Callable[[str], None]
+                 ) -> tuple[tuple[Condition, ...], tuple[str, ...]] | None:
+    """The rule's constraints as conditions and ports; None when one cannot be evaluated."""
     when: list[Condition] = []
     ports: list[str] = []
     for c in rule.constraints:
@@ -815,7 +820,10 @@ def _constraints(rule: rbac.AccessRule, warn: Callable[[str], None]) -> tuple[tu
         ):
             when.append(Condition(key=key, values=c.values))
         else:
-            warn(f"constraint key {key!r} is not supported and is ignored, as Istio 1.1 did")
+            # Dropping the constraint would grant more than the role says; dropping the rule
+            # grants less (ServiceRoles only ever allow), so a rule pymesh cannot check grants nothing.
+            warn(f"constraint key {key!r} is not supported: the rule grants nothing")
+            return None
     return tuple(when), tuple(ports)
 
 

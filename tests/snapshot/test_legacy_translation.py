@@ -198,7 +198,6 @@ def test_mode_on_denies_mesh_wide_and_maps_every_field() -> None:
             constraints:
             - {key: "request.headers[x-team]", values: ["a", "b"]}
             - {key: destination.ip, values: ["10.0.0.0/8"]}
-            - {key: version, values: [v1]}
           - services: ["reviews.ns1.svc.cluster.local"]
             methods: ["*"]
             constraints: [{key: destination.user, values: [bookinfo-reviews]}]
@@ -232,9 +231,36 @@ def test_mode_on_denies_mesh_wide_and_maps_every_field() -> None:
              when=(*when, Condition(key="request.headers[x-user]", values=("alice",)))),
     ))
     text = "\n".join(t.warnings)
-    assert "constraint key 'version' is not supported and is ignored" in text
     assert "rules[1]: constraint destination.user" in text  # the second rule cannot be expressed: skipped
     assert "subjects[3]: unsupported property key 'service'" in text
+
+
+def test_a_rule_with_a_constraint_pymesh_cannot_check_grants_nothing() -> None:
+    # Ignoring the constraint would widen the grant (any version instead of v1); ServiceRoles only
+    # allow, so the rule that cannot be evaluated is the one dropped.
+    t = run(RBAC_ON + textwrap.dedent("""\
+        apiVersion: rbac.istio.io/v1alpha1
+        kind: ServiceRole
+        metadata: {name: r, namespace: ns1}
+        spec:
+          rules:
+          - services: ["*"]
+            methods: ["GET"]
+            constraints: [{key: version, values: [v1]}]
+          - services: ["*"]
+            methods: ["HEAD"]
+        ---
+        apiVersion: rbac.istio.io/v1alpha1
+        kind: ServiceRoleBinding
+        metadata: {name: b, namespace: ns1}
+        spec:
+          roleRef: {kind: ServiceRole, name: r}
+          subjects: [{user: "*"}]
+        """))
+    policies = by_name(t, "AuthorizationPolicy")
+    assert set(policies) == {"istio-system/default.deny-by-default", "ns1/b.rule-1"}
+    assert policies["ns1/b.rule-1"].spec.rules[0].to[0].operation == Operation(methods=("HEAD",))
+    assert "rules[0]: constraint key 'version' is not supported: the rule grants nothing" in "\n".join(t.warnings)
 
 
 def test_exclusion_denies_everywhere_but_the_excluded() -> None:
