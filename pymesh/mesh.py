@@ -165,7 +165,8 @@ class Mesh:
             return live.snapshot
 
     def watch(self, interval: float = 1.0) -> None:
-        """Reload when a source file changes (polled by content hash); idempotent."""
+        """Reload when a source file changes (polled every ``interval`` seconds by content hash, and
+        applied once two polls agree, so a file caught mid-write is not); idempotent."""
         if self._watcher is None:
             self._watcher = _Watcher(self, interval)
             self._watcher.start()
@@ -243,7 +244,9 @@ class _Watcher(threading.Thread):
     """Polls the sources' content; a folder counts as changed when any file in it does.
 
     Polling by content (not mtime) also catches Kubernetes ConfigMap volumes, which swap
-    a ``..data`` symlink and leave the file names' mtimes alone.
+    a ``..data`` symlink and leave the file names' mtimes alone. A change is applied once two
+    polls in a row see the same new content: an editor or ``cp`` still writing a file may
+    leave, for a moment, valid YAML that lacks its last documents (a DENY policy, say).
     """
 
     def __init__(self, mesh: Mesh, interval: float) -> None:
@@ -252,19 +255,29 @@ class _Watcher(threading.Thread):
         self._interval = interval
         self._stopped = threading.Event()
         self._last = mesh._fingerprint()
+        self._pending: str | None = None  # new content seen once, waiting to be seen again
 
     def stop(self) -> None:
         self._stopped.set()
 
     def run(self) -> None:
         while not self._stopped.wait(self._interval):
-            current = self._mesh._fingerprint()
-            if current == self._last:
-                continue
-            self._last = current
-            try:
-                self._mesh.reload()
-            except ConfigError as exc:
-                log.warning("pymesh: config change rejected:\n%s", exc)
-            except Exception:  # a watcher must outlive any one bad reload
-                log.exception("pymesh: reload failed")
+            self.poll()
+
+    def poll(self) -> bool:
+        """One look at the sources; True when it reloaded (successfully or not)."""
+        current = self._mesh._fingerprint()
+        if current == self._last:
+            self._pending = None
+            return False
+        if current != self._pending:  # still changing: look again next time
+            self._pending = current
+            return False
+        self._last, self._pending = current, None
+        try:
+            self._mesh.reload()
+        except ConfigError as exc:
+            log.warning("pymesh: config change rejected:\n%s", exc)
+        except Exception:  # a watcher must outlive any one bad reload
+            log.exception("pymesh: reload failed")
+        return True

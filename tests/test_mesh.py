@@ -16,6 +16,7 @@ import pytest
 
 import pymesh
 from pymesh import ConfigError, Mesh, Workload
+from pymesh.mesh import _Watcher
 from pymesh.snapshot.snapshot import Snapshot
 
 SVC = ".svc.cluster.local"
@@ -548,3 +549,20 @@ def test_the_benchmark_config_loads_cleanly(tmp_path: Path) -> None:
     cluster = mesh.snapshot.clusters.get("svc-00003.team-03" + SVC, "v2", 8080)
     assert [e.address for e in cluster.endpoints] == ["10.0.3.2"]
     assert cluster.policy.load_balancer.simple == "ROUND_ROBIN"  # the subset's, over the rule's LEAST_REQUEST
+
+
+def test_watch_applies_a_change_only_once_two_polls_agree(tmp_path: Path) -> None:
+    # A file caught mid-write can be valid YAML that lacks its last documents: not applied.
+    f = tmp_path / "mesh.yaml"
+    write(f, service_entry("a"))
+    with Mesh.from_path(tmp_path) as mesh:
+        watcher = _Watcher(mesh, interval=3600)  # polled by hand, not started
+        full = service_entry("a") + "---\n" + service_entry("b")
+        write(f, full[: full.index("---") + 4])  # cut at the document boundary: valid, without "b"
+        assert watcher.poll() is False  # new content, seen once
+        write(f, full)
+        assert watcher.poll() is False  # changed again: still being written
+        assert names(mesh) == ["a"]
+        assert watcher.poll() is True  # the same twice: applied
+        assert names(mesh) == ["a", "b"]
+        assert watcher.poll() is False  # nothing new
