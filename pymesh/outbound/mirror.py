@@ -3,7 +3,9 @@
 A mirror must never delay or fail the caller, and a flood of mirrors must be dropped,
 not queued without bound: the sync worker is a fixed queue drained by daemon threads;
 the async one caps the number of mirror tasks in flight. ``dropped`` counts what was
-shed.
+shed. A job holds resources from the moment it is submitted (a circuit-breaker ticket, a
+balancer's active count), so every job either runs or has its ``on_drop`` called: when it is
+refused, left in the queue at close, or cancelled before it starts.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ __all__ = ["AsyncMirror", "ThreadMirror"]
 log = logging.getLogger("pymesh.mirror")
 
 
+_Job = tuple[Callable[[], None], Callable[[], None]]  # (run, on_drop)
+
+
 class ThreadMirror:
     def __init__(self, *, capacity: int = 256, workers: int = 2) -> None:
-        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=capacity)
+        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=capacity)
         self._threads: list[threading.Thread] = []
         self._workers = workers
         self._lock = threading.Lock()
@@ -29,16 +34,18 @@ class ThreadMirror:
         self.dropped = 0
         self.sent = 0
 
-    def submit(self, job: Callable[[], None]) -> bool:
-        if self._closed:
-            return False
-        self._start()
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
+    def submit(self, job: Callable[[], None], on_drop: Callable[[], None]) -> bool:
+        if not self._closed:
+            self._start()
+            try:
+                self._queue.put_nowait((job, on_drop))
+                return True
+            except queue.Full:
+                pass
+        with self._lock:
             self.dropped += 1
-            return False
-        return True
+        on_drop()
+        return False
 
     def _start(self) -> None:
         if self._threads:
@@ -52,12 +59,13 @@ class ThreadMirror:
 
     def _run(self) -> None:
         while True:
-            job = self._queue.get()
-            if job is None:
+            item = self._queue.get()
+            if item is None:
                 return
             try:
-                job()
-                self.sent += 1
+                item[0]()
+                with self._lock:  # two workers count
+                    self.sent += 1
             except Exception as exc:  # a failing mirror is the mirror's problem only
                 log.debug("mirror request failed: %r", exc)
 
@@ -70,6 +78,13 @@ class ThreadMirror:
                 break
         for t in self._threads:
             t.join(timeout)
+        while True:  # what no worker took (or, with no worker started, everything queued)
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                item[1]()
 
 
 class AsyncMirror:
@@ -79,16 +94,25 @@ class AsyncMirror:
         self.dropped = 0
         self.sent = 0
 
-    def submit(self, job: Callable[[], Awaitable[None]]) -> bool:
+    def submit(self, job: Callable[[], Awaitable[None]], on_drop: Callable[[], None]) -> bool:
         if len(self._tasks) >= self._capacity:
             self.dropped += 1
+            on_drop()
             return False
-        task = asyncio.get_running_loop().create_task(self._run(job))
+        started = [False]
+        task = asyncio.get_running_loop().create_task(self._run(job, started))
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            if not started[0]:  # cancelled before its first step: the job never ran to release
+                on_drop()
+
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(done)
         return True
 
-    async def _run(self, job: Callable[[], Awaitable[None]]) -> None:
+    async def _run(self, job: Callable[[], Awaitable[None]], started: list[bool]) -> None:
+        started[0] = True
         try:
             await job()
             self.sent += 1

@@ -150,7 +150,7 @@ class MeshTransport(httpx.BaseTransport):
             return plan.local(refused, request)
         try:
             for shadow in call.mirrors():
-                self._mirror.submit(functools.partial(self._shadow, shadow, request))
+                self._mirror.submit(functools.partial(self._shadow, shadow, request), shadow.release)
             return self._tries(call, request)
         finally:
             call.close()
@@ -250,7 +250,7 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
             return plan.local(refused, request)
         try:
             for shadow in call.mirrors():
-                self._mirror.submit(functools.partial(self._shadow, shadow, request))
+                self._mirror.submit(functools.partial(self._shadow, shadow, request), shadow.release)
             return await self._tries(call, request)
         finally:
             call.close()

@@ -446,6 +446,10 @@ def test_a_mirror_flood_is_dropped_not_queued(trio: Trio, make_mesh: MakeMesh, c
         gate.set()
     assert sender.wait_for(lambda: sender.transport.mirror.sent == 20 - dropped)
     assert trio[1].count() == 20 - dropped
+    # A dropped mirror gives back what its try held: no ticket or active count stays taken.
+    for state in mesh._runtime._entries.values():
+        assert state.limits.active == 0, state.cluster.key
+        assert not any(state.balancer._active), (state.cluster.key, state.balancer._active)
 
 
 def test_a_failing_mirror_does_not_affect_the_caller(
