@@ -233,8 +233,10 @@ def _decode_document(
             hint = f"; did you mean {close[0]}?" if close else ""
             report.add("error", ("kind",), kind_node, f"{group} has no kind {kind!r}{hint}")
         else:
-            hint = "" if kind in IGNORED_KINDS else " (a kind pymesh does not know; check the spelling if you meant one)"
-            report.add("warning", ("kind",), kind_node, f"{api_version} {kind} is not acted on by pymesh; skipped{hint}")
+            hint = "" if kind in IGNORED_KINDS else (
+                " (a kind pymesh does not know; check the spelling if you meant one)")
+            report.add("warning", ("kind",), kind_node,
+                       f"{api_version} {kind} is not acted on by pymesh; skipped{hint}")
         issues.extend(report.issues)
         return out
     if not spec_kind.namespaced:
