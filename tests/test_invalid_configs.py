@@ -1838,6 +1838,7 @@ def test_an_unknown_kind_in_an_istio_group_is_an_error(api_version: str, kind: s
     assert (issue.path, issue.kind, issue.name) == ("kind", kind, "deny-admin")
     assert f"has no kind {kind!r}" in issue.message
     assert hint in issue.message
+    assert issue.line is not None
     assert issue.line > 1
 
 

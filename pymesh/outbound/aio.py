@@ -29,10 +29,13 @@ from typing import Any
 import h11
 import httpcore
 
+from pymesh.outbound.deadline import DEADLINE_KEY, bounded
+
 __all__ = ["AsyncH11Connection"]
 
 _READ_HIGH_WATER = 256 * 1024  # unread bytes held before the socket's reading is paused
 _WRITE_BATCH = 64 * 1024  # request bytes gathered into one write (small requests: one syscall)
+_MAX_INFORMATIONAL = 32  # 1xx responses skipped before the next real one; more is a misbehaving server
 
 ContextSource = ssl.SSLContext | Callable[[], ssl.SSLContext]
 
@@ -213,11 +216,12 @@ class AsyncH11Connection:
             raise httpcore.ConnectionNotAvailable()
         self._busy = True
         timeouts = _timeouts(request)
+        deadline: float | None = request.extensions.get(DEADLINE_KEY)  # the mesh's timeout, for the whole head
         try:
             if self._wire is None:
-                await self._connect(request, timeouts.get("connect"))
-            await self._send(request, timeouts.get("write"))
-            head = await self._receive_head(timeouts.get("read"))
+                await self._connect(request, bounded(timeouts.get("connect"), deadline))
+            await self._send(request, bounded(timeouts.get("write"), deadline))
+            head = await self._receive_head(timeouts.get("read"), deadline)
         except BaseException:  # cancellation included: a half-done exchange never stays open
             self._abort()
             raise
@@ -314,19 +318,24 @@ class AsyncH11Connection:
                 raise httpcore.WriteError(str(wire.error) if wire.error else "the server closed the connection")
         return True
 
-    async def _receive_head(self, limit: float | None) -> h11.Response:
+    async def _receive_head(self, limit: float | None, deadline: float | None = None) -> h11.Response:
         h = self._h11
+        informational = 0
         while True:
             try:
                 event = h.next_event()
             except h11.RemoteProtocolError as exc:
                 raise httpcore.RemoteProtocolError(str(exc)) from exc
             if event is h11.NEED_DATA:
-                await self._fill(limit)
+                await self._fill(bounded(limit, deadline))
             elif type(event) is h11.Response:
                 return event
             elif type(event) is not h11.InformationalResponse:  # 1xx are skipped; 101 (PAUSED) unsupported
                 raise httpcore.RemoteProtocolError(f"unexpected {event!r} while reading the response")
+            else:
+                informational += 1
+                if informational > _MAX_INFORMATIONAL:  # a server could otherwise keep a try alive forever
+                    raise httpcore.RemoteProtocolError(f"more than {_MAX_INFORMATIONAL} 1xx responses")
 
     async def _fill(self, limit: float | None) -> None:
         """Feeds h11 what has arrived, waiting for it if nothing has."""

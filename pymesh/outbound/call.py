@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ from pymesh.errors import (
     UpstreamOverflowError,
     UpstreamTimeoutError,
 )
+from pymesh.outbound.deadline import DEADLINE_KEY
 from pymesh.outbound.engine import EndpointAddress
 from pymesh.outbound.origination import Origination
 from pymesh.outbound.pool import ConnectionGate
@@ -138,6 +140,7 @@ class Attempt:
     pool: PoolSettings = DEFAULT_POOL
     gate: ConnectionGate | None = None  # the cluster's connection count (tcp.maxConnections)
     tls: Origination | None = None  # TLS the mesh originates (DestinationRule tls, auto-mTLS)
+    deadline: float | None = None  # monotonic; when the mesh's timeout for this try runs out
 
     def release(self) -> None:
         releases, self.releases = self.releases, []
@@ -297,6 +300,7 @@ class Call:
                 releases.append(functools.partial(balancer.finish, index))
         pool = state.pool if state is not None else DEFAULT_POOL
         extensions, ours = self._timeouts(retry, pool.connect_timeout)
+        deadline = extensions.get(DEADLINE_KEY)
         scheme = "https" if self.info.scheme == "https" else "http"
         # The app's own https stays the app's; a plain request gets the cluster's TLS, if any.
         tls = state.tls[index] if state is not None and index is not None and scheme == "http" else None
@@ -307,7 +311,7 @@ class Call:
             headers.append((b"connection", b"close"))  # maxRequestsPerConnection: 1
         return Attempt(EndpointAddress.of(scheme, host, port), self.request.method.encode("ascii"),
                        self.path.encode("ascii"), headers, extensions, index, ours, releases, pool,
-                       state.connections if state is not None else None, tls)
+                       state.connections if state is not None else None, tls, deadline)
 
     def _overflow(self) -> LocalReply:
         retry = self.retry
@@ -324,8 +328,13 @@ class Call:
         if connect is None or connect_timeout < connect:  # DestinationRule tcp.connectTimeout
             timeouts["connect"] = connect_timeout
             extensions["timeout"] = timeouts
+        if limit is None:
+            return extensions, False
+        # A deadline for the whole exchange, not only a per-read cap: a server that drips its
+        # answer a byte at a time must not outlast the route timeout (pymesh.outbound.deadline).
+        extensions[DEADLINE_KEY] = time.monotonic() + limit
         client_read = timeouts.get("read")
-        if limit is None or (client_read is not None and limit >= client_read):
+        if client_read is not None and limit >= client_read:
             return extensions, False
         get = timeouts.get
         for name in _TIMEOUT_NAMES:
@@ -359,7 +368,7 @@ class Call:
 
     def failed(self, attempt: Attempt, exc: httpx.TransportError) -> tuple[Retry | Stop, TryOutcome]:
         if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
-            if not attempt.ours_timeout:
+            if not attempt.ours_timeout and (attempt.deadline is None or time.monotonic() < attempt.deadline):
                 raise exc  # the caller's own httpx timeout: theirs to handle, as without a mesh
             kind = "timeout"
         elif isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):

@@ -22,6 +22,7 @@ from typing import Any
 import httpcore
 import httpx
 
+from pymesh.outbound import deadline as _deadline
 from pymesh.outbound.aio import AsyncH11Connection
 from pymesh.outbound.origination import Origination
 from pymesh.outbound.pool import CLOSED, OPEN, ConnectionGate, PoolState, ThreadWaiter, Waiter
@@ -184,7 +185,7 @@ class EndpointPool:
         self.dial: Callable[[], Any] = (
             functools.partial(TLSConnection, self._origin, tls, keepalive_expiry=keepalive_expiry) if tls else
             functools.partial(httpcore.HTTPConnection, self._origin, ssl_context=ssl_context,
-                              keepalive_expiry=keepalive_expiry))
+                              keepalive_expiry=keepalive_expiry, network_backend=_DEADLINE_BACKEND))
 
     def stats(self) -> tuple[int, int, int]:
         """(connections, idle, waiting requests)."""
@@ -213,6 +214,8 @@ class EndpointPool:
         req = httpcore.Request(method, httpcore.URL(scheme=a.scheme, host=a.host, port=a.port, target=target),
                                headers=headers, content=stream, extensions=extensions)
         conn = self._lease(request, extensions)
+        deadline = extensions.get(_deadline.DEADLINE_KEY)
+        token = _deadline.active.set(deadline) if deadline is not None else None
         try:
             resp = conn.core.handle_request(req)
         except BaseException as exc:
@@ -220,6 +223,9 @@ class EndpointPool:
             if isinstance(exc, Exception):
                 raise _mapped(exc, request) from exc
             raise
+        finally:
+            if token is not None:
+                _deadline.active.reset(token)  # the body is read later, at the caller's pace
         return httpx.Response(resp.status, headers=resp.headers, stream=_SyncStream(resp.stream, functools.partial(
             self._done, conn, released)), extensions=resp.extensions, request=request)
 
@@ -232,6 +238,9 @@ class EndpointPool:
 
     def close(self) -> None:
         _close_all(self._state.close())
+
+
+_DEADLINE_BACKEND = _deadline.DeadlineBackend()
 
 
 def _close_all(conns: list[_Conn]) -> None:

@@ -14,11 +14,12 @@ from typing import Any
 
 import httpcore
 
+from pymesh.outbound.deadline import DeadlineBackend
 from pymesh.outbound.origination import Origination
 
 __all__ = ["AsyncTLSConnection", "TLSConnection"]
 
-_SYNC = httpcore.SyncBackend()
+_SYNC = DeadlineBackend()  # the mesh's timeouts bound the handshake and the head, as on plaintext
 _ASYNC = httpcore.AnyIOBackend()
 
 

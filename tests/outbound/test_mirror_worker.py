@@ -4,6 +4,7 @@ cancelled before its first step (each holds a circuit-breaker ticket until then)
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 
 from pymesh.outbound.mirror import AsyncMirror, ThreadMirror
@@ -19,7 +20,7 @@ def test_thread_mirror_drops_what_does_not_fit_and_what_is_left_at_close() -> No
         gate.wait(5)
         ran.append(i)
 
-    accepted = [mirror.submit(lambda i=i: job(i), lambda i=i: dropped.append(i)) for i in range(5)]
+    accepted = [mirror.submit(functools.partial(job, i), functools.partial(dropped.append, i)) for i in range(5)]
     # One job runs (blocked on the gate), one waits in the queue; the rest are refused at once.
     assert accepted.count(True) in (1, 2)
     assert mirror.dropped == accepted.count(False) == len(dropped)
