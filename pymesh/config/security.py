@@ -29,7 +29,7 @@ from pymesh.config.security_authz import (
     Source,
     check_policy_scope,
 )
-from pymesh.config.types import Duration
+from pymesh.config.types import Duration, fetch_target_warning
 
 __all__ = [
     "KINDS",
@@ -235,6 +235,13 @@ class JWTRule:
             for i in private:
                 v.warn(f"jwks key at index {i} contains private key material; only public keys are used "
                        "for verification", "jwks")
+        if self.jwks_uri:
+            if self.jwks_uri.lower().startswith("http://"):
+                v.warn(f"jwksUri {self.jwks_uri!r} is plain http: anyone on the path can replace the keys "
+                       "tokens are checked with; use https", "jwksUri")
+            internal = fetch_target_warning(self.jwks_uri, "jwksUri")
+            if internal is not None:
+                v.warn(internal, "jwksUri")
 
     @property
     def timeout_seconds(self) -> float:

@@ -10,6 +10,7 @@ import functools
 import importlib
 import ipaddress
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
@@ -29,6 +30,7 @@ __all__ = [
     "check_dns_label",
     "check_host",
     "compile_re2",
+    "fetch_target_warning",
     "parse_duration",
     "ranged",
 ]
@@ -115,6 +117,34 @@ class Percent:
     """Istio's ``Percent`` message: ``{value: 0..100}`` as a double."""
 
     value: Annotated[float, ranged(0.0, 100.0, "percentage")] = 0.0
+
+
+# -- URLs the workload fetches (jwksUri, providerUrl) -----------------------------------
+
+_METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata", "instance-data"})
+
+
+def fetch_target_warning(url: str, field_name: str) -> str | None:
+    """Why fetching ``url`` from the workload deserves a second look, or None.
+
+    Istio's bulletin ISTIO-SECURITY-2026-003 was a jwksUri aimed at internal endpoints. Here the
+    workload itself fetches, so a link-local address (cloud instance metadata: 169.254.169.254,
+    fd00:ec2::254) is flagged; loopback is left alone, since development setups use it.
+    """
+    try:
+        host = (urllib.parse.urlsplit(url).hostname or "").rstrip(".").lower()
+    except ValueError:
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if host in _METADATA_HOSTS:
+            return f"{field_name} {url!r} names a cloud metadata host; the workload will fetch from it"
+        return None
+    if address.is_link_local or address == ipaddress.ip_address("fd00:ec2::254"):
+        return (f"{field_name} {url!r} is a link-local address (cloud instance metadata); "
+                "the workload will fetch from it")
+    return None
 
 
 # -- regular expressions (RE2, as Envoy's safe_regex) --------------------------------

@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 from pymesh.config.decode import INVALID, Report, decode
+from pymesh.config.load import Text
+from pymesh.config.load import load as load_config
 from pymesh.config.security import (
     KINDS,
     AuthorizationPolicy,
@@ -93,7 +95,7 @@ def test_request_authentication_values() -> None:
           timeout: 1.5s
           spaceDelimitedClaims: [roles]
           presence: REQUIRED
-        - jwksUri: http://keys.local/jwks
+        - jwksUri: https://keys.local/jwks
     """)
     assert not r.issues
     first, second = spec.jwt_rules
@@ -474,3 +476,27 @@ def test_corpus_full_documents_decode_to_values() -> None:
     ra = decode(RequestAuthentication, node, Report("reqauth-valid.yaml", 0), ("spec",))
     assert ra.jwt_rules[0].presence == "REQUIRED"
     assert ra.target_refs[0].kind == "Service"
+
+
+@pytest.mark.parametrize(("uri", "warning"), [
+    ("http://keys.example/jwks", "is plain http"),
+    ("https://169.254.169.254/latest/meta-data/", "link-local address (cloud instance metadata)"),
+    ("https://[fd00:ec2::254]/jwks", "link-local address (cloud instance metadata)"),
+    ("https://metadata.google.internal/jwks", "cloud metadata host"),
+    ("https://127.0.0.1:8443/jwks", None),  # loopback: development setups use it
+    ("https://keys.example/jwks", None),
+])
+def test_jwks_uri_targets_worth_a_second_look_are_warned_about(uri: str, warning: str | None) -> None:
+    text = f"""apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: jwt, namespace: ns}}
+spec:
+  jwtRules: [{{issuer: iss, jwksUri: "{uri}"}}]
+"""
+    config = load_config([Text(text)])
+    found = [w.message for w in config.warnings if w.path == "spec.jwtRules[0].jwksUri"]
+    if warning is None:
+        assert found == []
+    else:
+        assert len(found) == 1
+        assert warning in found[0]

@@ -22,7 +22,7 @@ import yaml
 from pymesh.config.decode import INVALID, Checker, Invalid, Json, Report, decode, field
 from pymesh.config.legacy.expr import ExpressionError, parse, parse_match
 from pymesh.config.resource import KindSpec
-from pymesh.config.types import Duration, DurationOrZero, compile_re2
+from pymesh.config.types import Duration, DurationOrZero, compile_re2, fetch_target_warning
 
 __all__ = [
     "COMPILED_ADAPTERS",
@@ -76,6 +76,9 @@ class ListcheckerParams:
                 ok = False
             if not ok:
                 v.error(f"providerUrl {self.provider_url!r}: URL scheme and host cannot be empty", "providerUrl")
+            internal = fetch_target_warning(self.provider_url, "providerUrl")
+            if internal is not None:
+                v.warn(internal, "providerUrl")
             if self.refresh_interval < 1.0:
                 v.error(f"refresh interval must be at least 1 second, it is {self.refresh_interval:g}s",
                         "refreshInterval")
