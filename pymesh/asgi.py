@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 from urllib.parse import quote, unquote
 
-from pymesh.inbound.core import Context, Inbound
+from pymesh.inbound.core import Context, Inbound, Suspended
 from pymesh.inbound.request import Denial, InboundRequest
 from pymesh.mesh import Mesh
 from pymesh.security.ca import MeshCA
@@ -56,41 +56,45 @@ class MeshMiddleware:
             await self.app(scope, receive, send)
             return
         request, peer_error = self._request(scope)
-        original_headers = request.headers
-        result = await self.inbound.ahandle(request, peer_error)
+        result = self.inbound.start(request, peer_error)  # synchronous unless a step needs I/O
+        while isinstance(result, Suspended):
+            result = result.resume(await result.pending.arun())
         if isinstance(result, Denial):
             await (_deny_http(send, result) if kind == "http" else _deny_websocket(receive, send))
             return
         scope = dict(scope)
-        _apply(scope, request, result, original_headers)
+        _apply(scope, request, result)
         if result.response_headers and kind == "http":
             send = _adding(send, result.response_headers)
         await self.app(scope, receive, send)
 
     def _request(self, scope: Scope) -> tuple[InboundRequest, str | None]:
-        headers = tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers") or ())
+        raw_headers = scope.get("headers") or ()
+        # A second Host header is joined on, as WSGI servers do, so the pipeline refuses the request.
+        host = b",".join([v for k, v in raw_headers if k.lower() == b"host"]).decode("latin-1")
         raw = scope.get("raw_path") or quote(scope.get("path", "/")).encode("ascii")
         query = scope.get("query_string") or b""
         raw_path = (raw + b"?" + query if query else raw).decode("latin-1")
         client = scope.get("client") or ("", 0)
         server = scope.get("server") or ("", 0)
-        host = next((v for k, v in headers if k == "host"), "")
         peer, error = None, None
         tls = (scope.get("extensions") or {}).get("tls")
         if tls is not None:
             peer, error = self.inbound.verify(_chain(tls.get("client_cert_chain") or ()))
-        request = InboundRequest(
-            method=scope.get("method", "GET"),
-            raw_path=raw_path,
-            host=host,
-            headers=headers,
-            scheme=scope.get("scheme", "http"),
-            source_ip=str(client[0] or ""),
-            source_port=int(client[1] or 0),
-            destination_ip=str(server[0] or ""),
-            destination_port=int(server[1] or 0),
-            peer=peer,
-            sni=tls.get("sni") if tls is not None else None,
+        request = InboundRequest(  # positional: keyword arguments cost three times as much here
+            scope.get("method", "GET"),
+            raw_path,
+            host,
+            None,  # headers: decoded from raw_headers only if a step reads them
+            scope.get("scheme", "http"),
+            str(client[0] or ""),  # source
+            int(client[1] or 0),
+            str(server[0] or ""),  # destination
+            int(server[1] or 0),
+            peer,
+            tls.get("sni") if tls is not None else None,
+            True,  # port_known: the server's own socket
+            raw_headers,
         )
         return request, error
 
@@ -105,10 +109,10 @@ def _chain(pems: Iterable[str]) -> tuple[bytes, ...]:
         return (b"",)  # present but unreadable: refused by verification, never ignored
 
 
-def _apply(scope: Scope, request: InboundRequest, ctx: Context, original_headers: object) -> None:
+def _apply(scope: Scope, request: InboundRequest, ctx: Context) -> None:
     """Hand the app what the pipeline decided: the caller, and any header or path change."""
     scope["pymesh"] = ctx.caller
-    if request.headers is not original_headers:
+    if request.headers_changed:
         scope["headers"] = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers]
     if ctx.path is not None:
         path, _, query = ctx.path.partition("?")

@@ -59,11 +59,10 @@ class MeshMiddleware:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request, peer_error = self._request(environ)
-        original_headers = request.headers
         result = self.inbound.handle(request, peer_error)
         if isinstance(result, Denial):
             return _deny(start_response, result)
-        _apply(environ, request, result, original_headers)
+        _apply(environ, request, result)
         extra = result.response_headers
         if extra:
             def start_with(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -140,9 +139,9 @@ def _chain(environ: WSGIEnvironment, sock: Any) -> tuple[bytes, ...]:
         return (b"",)  # present but unreadable: refused by verification, never ignored
 
 
-def _apply(environ: WSGIEnvironment, request: InboundRequest, ctx: Context, original_headers: object) -> None:
+def _apply(environ: WSGIEnvironment, request: InboundRequest, ctx: Context) -> None:
     environ["pymesh"] = ctx.caller
-    if request.headers is not original_headers:
+    if request.headers_changed:
         wanted: dict[str, list[str]] = {}
         for name, value in request.headers:
             wanted.setdefault(name, []).append(value)

@@ -44,7 +44,7 @@ import jwt
 
 from pymesh.config.security import JWTRule, RequestAuthentication
 from pymesh.inbound.jwks import JwksCache, JwksRegistry, KeySet
-from pymesh.inbound.request import Denial, InboundRequest
+from pymesh.inbound.request import ANONYMOUS, Caller, Denial, InboundRequest
 
 __all__ = [
     "LEEWAY_SECONDS",
@@ -58,6 +58,7 @@ __all__ = [
 LEEWAY_SECONDS = 60  # Envoy's default clock_skew_seconds
 MAX_TOKEN_BYTES = 16 * 1024
 _VERIFIED_CACHE_SIZE = 100  # as Envoy's jwt_cache_size: only valid tokens, re-checked for time on every use
+_OUTCOMES_PER_TOKEN = 8  # answers remembered per cached token (one per set of headers that carried it)
 _SPACE_DELIMITED = frozenset({"scope", "permission"})
 _DEFAULT_HEADER = ("authorization", "Bearer ")
 _DEFAULT_PARAM = "access_token"
@@ -86,6 +87,18 @@ class AuthnOutcome:
     identity: Identity | None
     remove_headers: tuple[str, ...] = ()  # lower-case names: spoofable output headers, a consumed token
     set_headers: tuple[tuple[str, str], ...] = ()
+    drop: frozenset[str] = field(init=False, repr=False, compare=False)  # every name the request loses
+    caller: Caller = field(init=False, repr=False, compare=False)  # the app's Caller when there is no peer
+
+    def __post_init__(self) -> None:
+        # Outcomes are reused across requests (see _Verified), so these are built once, not per request.
+        object.__setattr__(self, "drop", frozenset(self.remove_headers).union(n for n, _ in self.set_headers))
+        ident = self.identity
+        object.__setattr__(self, "caller", ANONYMOUS if ident is None else Caller(None, None, None, ident.principal,
+                                                                                  ident.claims))
+
+
+_NO_RULES = AuthnOutcome(None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,21 +136,39 @@ class _Rule:
     required: bool = False  # presence: REQUIRED
 
 
-@dataclass(slots=True)
 class _Found:
-    token: str
-    rules: list[_Rule] = field(default_factory=list)
-    headers: set[str] = field(default_factory=set)
+    """One token in the request, the rules whose locations it was found in, and its header names."""
+
+    __slots__ = ("headers", "rules", "token")
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.rules: list[_Rule] = []
+        self.headers: set[str] = set()
 
 
 @dataclass(frozen=True, slots=True)
 class _Verified:
-    """A token whose signature checked out, against this exact key set."""
+    """A token whose signature checked out, against this exact key set (None: not cacheable).
+
+    ``expires``/``not_before`` are its time claims, type-checked at verification, so a repeat use
+    only compares them with the clock; ``outcomes`` remembers the answer per set of headers that
+    carried the token, so a repeat use builds nothing."""
 
     rule: _Rule
     identity: Identity
     payload: str
-    keys: KeySet
+    keys: KeySet | None
+    expires: float | None  # exp + leeway
+    not_before: float | None  # the later of nbf and iat
+    outcomes: dict[tuple[str, ...], AuthnOutcome] = field(default_factory=dict, compare=False)
+
+    def check_times(self, now: float) -> None:
+        """The same verdicts as ``Authenticator._check_times`` on this token's (already valid) claims."""
+        if self.expires is not None and now > self.expires:
+            raise _Invalid("Jwt is expired")
+        if self.not_before is not None and now + LEEWAY_SECONDS < self.not_before:
+            raise _Invalid("Jwt not yet valid")
 
 
 class _Invalid(Exception):
@@ -204,6 +235,11 @@ class Authenticator:
         spoofable = {r.payload_header for r in rules if r.payload_header}
         spoofable |= {h for r in rules for h, _ in r.claim_headers}
         self._spoofable = tuple(sorted(spoofable))
+        self._anonymous = AuthnOutcome(None, self._spoofable)  # no token: the same answer every time
+        where = [loc for r in rules for loc in r.locations]
+        self._header_names = frozenset(loc.name for loc in where if loc.kind == "header")
+        self._params = any(loc.kind == "param" for loc in where)
+        self._cookies_used = any(loc.kind == "cookie" for loc in where)
         self._required = any(r.required for r in rules)
         self._verified: dict[str, _Verified] = {}
         self._lock = threading.Lock()
@@ -221,10 +257,10 @@ class Authenticator:
     ) -> AuthnOutcome | Denial | KeysPending:
         """Verify the request's token, if any. ``path``/``query``: the normalized target (for the realm)."""
         if not self._rules:
-            return AuthnOutcome(None)
+            return _NO_RULES
         if request.method == "OPTIONS" and request.header_values("origin") and request.header_values(
                 "access-control-request-method"):
-            return AuthnOutcome(None, self._spoofable)  # CORS preflight: Istio skips JWT checks
+            return self._anonymous  # CORS preflight: Istio skips JWT checks
         try:
             found = self._extract(request, query)
         except _Invalid as exc:
@@ -232,7 +268,7 @@ class Authenticator:
         if not found:
             if self._required:
                 return self._deny(request, path, _Invalid("Jwt is missing"))
-            return AuthnOutcome(None, self._spoofable)
+            return self._anonymous
         tokens = list(found.values())
         if len(tokens) > 1:
             return self._deny(request, path, _Invalid("Found multiple Jwt tokens"))
@@ -243,30 +279,45 @@ class Authenticator:
             return self._deny(request, path, exc)
         if isinstance(verified, KeysPending):
             return verified
-        rule, identity, payload_segment = verified
-        remove = list(self._spoofable)
-        if not rule.forward:
-            remove += sorted(one.headers)
+        key = () if verified.rule.forward else tuple(sorted(one.headers))
+        outcome = verified.outcomes.get(key)
+        if outcome is None:
+            outcome = self._outcome(verified, key)
+            if len(verified.outcomes) < _OUTCOMES_PER_TOKEN:
+                verified.outcomes[key] = outcome
+        return outcome
+
+    def _outcome(self, verified: _Verified, carriers: tuple[str, ...]) -> AuthnOutcome:
+        """Authentication passed with ``verified``, found in headers ``carriers`` (sorted; () when forwarded)."""
+        rule, identity = verified.rule, verified.identity
         sets: list[tuple[str, str]] = []
         if rule.payload_header:
-            sets.append((rule.payload_header, payload_segment))
+            sets.append((rule.payload_header, verified.payload))
         for header, claim in rule.claim_headers:
             value = _claim(identity.claims, claim)
             if value is not None:
                 sets.append((header, value))
-        return AuthnOutcome(identity, tuple(dict.fromkeys(remove)), tuple(sets))
+        return AuthnOutcome(identity, tuple(dict.fromkeys((*self._spoofable, *carriers))), tuple(sets))
 
     # -- extraction --------------------------------------------------------------------------------
 
     def _extract(self, request: InboundRequest, query: str) -> dict[str, _Found]:
         found: dict[str, _Found] = {}
+        # One pass over the headers for every header location, rather than one per location.
+        headers: dict[str, list[str]] = {}
+        wanted = self._header_names
+        for name, value in request.headers:
+            if name in wanted:
+                headers.setdefault(name, []).append(value)
+        if not headers and not (query and self._params) and not self._cookies_used:
+            return found  # most requests without a token: nothing else could carry one
         params: dict[str, str] | None = None
         cookies: dict[str, str] | None = None
         for rule in self._rules:
             for loc in rule.locations:
                 tokens: list[str] = []
                 if loc.kind == "header":
-                    for value in request.header_values(loc.name):
+                    for value in headers.get(loc.name, ()):
                         if value.startswith(loc.prefix):
                             token = value[len(loc.prefix):].strip()
                             if token:
@@ -310,21 +361,26 @@ class Authenticator:
 
     # -- verification ------------------------------------------------------------------------------
 
-    def _verify(self, found: _Found, retry: bool) -> tuple[_Rule, Identity, str] | KeysPending:
+    def _verify(self, found: _Found, retry: bool) -> _Verified | KeysPending:
         hit = self._verified.get(found.token)
         if hit is not None and hit.rule in found.rules and hit.rule.cache.keys() is hit.keys:
-            self._check_times(hit.identity.claims)  # a cached signature, but the clock moves on
-            return hit.rule, hit.identity, hit.payload
+            hit.check_times(self._clock())  # a cached signature, but the clock moves on
+            return hit
         verified = self._verify_fully(found, retry)
-        if not isinstance(verified, KeysPending):
-            rule, identity, payload = verified
-            keys = rule.cache.keys()
-            if keys is not None:
-                with self._lock:
-                    if len(self._verified) >= _VERIFIED_CACHE_SIZE:
-                        self._verified.pop(next(iter(self._verified)))
-                    self._verified[found.token] = _Verified(rule, identity, payload, keys)
-        return verified
+        if isinstance(verified, KeysPending):
+            return verified
+        rule, identity, payload = verified
+        claims = identity.claims
+        exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
+        starts = [t for t in (nbf, iat) if t is not None]
+        entry = _Verified(rule, identity, payload, rule.cache.keys(), None if exp is None else exp + LEEWAY_SECONDS,
+                          max(starts) if starts else None)
+        if entry.keys is not None:
+            with self._lock:
+                if len(self._verified) >= _VERIFIED_CACHE_SIZE:
+                    self._verified.pop(next(iter(self._verified)))
+                self._verified[found.token] = entry
+        return entry
 
     def _verify_fully(self, found: _Found, retry: bool) -> tuple[_Rule, Identity, str] | KeysPending:
         parts = found.token.split(".")

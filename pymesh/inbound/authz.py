@@ -31,8 +31,8 @@ from pymesh.config.meshconfig import ExtensionProvider as MeshExtensionProvider
 from pymesh.config.resource import Resource
 from pymesh.config.security_authz import AuthorizationPolicy
 from pymesh.inbound.authn import Identity
-from pymesh.inbound.authz_compile import RuleCompiler, match_any
-from pymesh.inbound.authz_match import Attributes, Predicate
+from pymesh.inbound.authz_compile import RuleCompiler, match_any, rule_paths
+from pymesh.inbound.authz_match import Attributes, PathIndex, Predicate
 from pymesh.inbound.extauthz import provider_problems
 from pymesh.inbound.request import Denial, InboundRequest
 
@@ -74,6 +74,8 @@ class _Policy:
     match: Predicate
     provider: str = ""
     methods: frozenset[str] | None = None  # every method a rule can match; None: any
+    paths: tuple[str, ...] | None = None  # the ``paths`` values some rule needs; None: any path
+    allowed: Decision = _ALLOW  # the verdict when this ALLOW policy matches alone, built once
 
 
 def _methods(spec: AuthorizationPolicy) -> frozenset[str] | None:
@@ -88,11 +90,30 @@ def _methods(spec: AuthorizationPolicy) -> frozenset[str] | None:
     return frozenset(found)
 
 
-def _by_method(policies: Sequence[_Policy]) -> tuple[dict[str, tuple[_Policy, ...]], tuple[_Policy, ...]]:
-    """Policies to try per request method (order kept), and for a method no policy names."""
+def _paths(spec: AuthorizationPolicy) -> tuple[str, ...] | None:
+    """The ``paths`` values a request path must match for some rule of ``spec`` to (an index key)."""
+    found: list[str] = []
+    for rule in spec.rules:
+        paths = rule_paths(rule)
+        if paths is None:
+            return None
+        found += paths
+    return tuple(dict.fromkeys(found))
+
+
+def _index(policies: Sequence[_Policy]) -> PathIndex[_Policy]:
+    return PathIndex([(p, p.paths) for p in policies])
+
+
+def _by_method(policies: Sequence[_Policy]) -> tuple[dict[str, PathIndex[_Policy]], PathIndex[_Policy]]:
+    """Policies to try per request method, then path (order kept), and for a method no policy names.
+
+    Built once per snapshot: a request then only tries the policies that could match its
+    method and path, in their order, so the first match is the one a linear scan finds.
+    """
     named = {m for p in policies if p.methods is not None for m in p.methods}
-    table = {m: tuple(p for p in policies if p.methods is None or m in p.methods) for m in named}
-    return table, tuple(p for p in policies if p.methods is None)
+    table = {m: _index([p for p in policies if p.methods is None or m in p.methods]) for m in named}
+    return table, _index([p for p in policies if p.methods is None])
 
 
 def _dry_run(res: Resource[Any]) -> bool:
@@ -123,7 +144,8 @@ class Authorizer:
             compiler = RuleCompiler(f"AuthorizationPolicy {name}", res.namespace, deny, domains, warnings)
             match = match_any([compiler.rule(r) for r in spec.rules])
             provider = spec.provider.name if spec.provider is not None else ""
-            policy = _Policy(name, spec.action, match, provider, _methods(spec))
+            policy = _Policy(name, spec.action, match, provider, _methods(spec), _paths(spec),
+                             Decision(True, None, name))
             (shadow if _dry_run(res) else enforced)[spec.action].append(policy)
         self._custom = _custom_checks(enforced["CUSTOM"], known, warnings)
         self._deny, self._deny_other = _by_method(enforced["DENY"])
@@ -153,25 +175,27 @@ class Authorizer:
         audit = tuple(p.name for p in self._audit if p.match(attrs)) if self._audit else ()
         shadow = self._shadow_verdict(attrs) if self._shadow is not None else None
         method = request.method
-        for policy in self._deny.get(method, self._deny_other):
+        # A DENY's paths also match the path without ;params (authz_compile), so look both up.
+        stripped = attrs.stripped_path if ";" in path else None
+        for policy in self._deny.get(method, self._deny_other).lookup(path, stripped):
             if policy.match(attrs):
                 return Decision(False, DENIED, policy.name, None, audit, shadow)
-        matched = ""
+        matched: _Policy | None = None
         if self._has_allow:
-            for policy in self._allow.get(method, self._allow_other):
+            for policy in self._allow.get(method, self._allow_other).lookup(path):
                 if policy.match(attrs):
-                    matched = policy.name
+                    matched = policy
                     break
             else:
                 if not audit and shadow is None:
                     return _DENY_DEFAULT
                 return Decision(False, DENIED, "", None, audit, shadow)
-        custom = next((c for p, c in self._custom if p.match(attrs)), None)
+        custom = next((c for p, c in self._custom if p.match(attrs)), None) if self._custom else None
         if custom is not None and custom.provider is None:
             return Decision(False, DENIED, custom.policies[0], custom, audit, shadow)
-        if custom is None and not audit and shadow is None and not matched:
-            return _ALLOW
-        return Decision(True, None, matched, custom, audit, shadow)
+        if custom is None and not audit and shadow is None:
+            return _ALLOW if matched is None else matched.allowed  # the common verdicts, not allocated
+        return Decision(True, None, matched.name if matched is not None else "", custom, audit, shadow)
 
     def _shadow_verdict(self, attrs: Attributes) -> bool:
         shadow = self._shadow

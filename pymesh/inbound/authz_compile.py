@@ -28,7 +28,7 @@ from pymesh.inbound.authz_match import (
     string_match,
 )
 
-__all__ = ["RuleCompiler", "match_all", "match_any"]
+__all__ = ["RuleCompiler", "match_all", "match_any", "rule_paths"]
 
 
 def _never(a: Attributes) -> bool:
@@ -68,6 +68,18 @@ def match_any(preds: Sequence[Predicate]) -> Predicate:
     if len(preds) == 1:
         return preds[0]
     return lambda a: any(p(a) for p in preds)
+
+
+def rule_paths(rule: Rule) -> tuple[str, ...] | None:
+    """The ``paths`` values a request path must match for ``rule`` to match; None: any path may.
+
+    Only when every operation names paths (``notPaths`` only narrow, so they bound nothing).
+    A ``*`` among them is resolved by :class:`~pymesh.inbound.authz_match.PathIndex`.
+    """
+    operations = rule.operations
+    if not operations or any(not o.paths for o in operations):
+        return None
+    return tuple(v for o in operations for v in o.paths)
 
 
 def _principal(a: Attributes) -> str | None:

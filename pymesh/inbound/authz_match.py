@@ -23,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pymesh.inbound.authn import Identity
 from pymesh.inbound.paths import normalize_host, strip_params
@@ -31,6 +31,7 @@ from pymesh.inbound.request import InboundRequest
 
 __all__ = [
     "Attributes",
+    "PathIndex",
     "Predicate",
     "StringMatch",
     "claim_values",
@@ -258,6 +259,112 @@ def compile_paths(values: Sequence[str]) -> Callable[[str], bool]:
         return plain
     compiled = tuple(templates)
     return lambda p: plain(p) or any(t.fullmatch(p) for t in compiled)
+
+
+def _path_keys(values: Sequence[str]) -> tuple[frozenset[str], frozenset[str], frozenset[str]] | None:
+    """What ``paths`` values require of a path: (exact, prefixes, suffixes); None: any path may match.
+
+    Globs are classified by :class:`StringMatch`, as :func:`compile_paths` does. A template
+    needs its literal head (up to the first ``{*}``/``{**}`` segment) as a prefix, and one
+    without such a segment is a literal (see :func:`_template`).
+    """
+    plain: list[str] = []
+    exact: set[str] = set()
+    prefixes: set[str] = set()
+    for value in values:
+        if _ONE not in value and _ANY not in value:
+            plain.append(value)
+            continue
+        segments = value.split("/")
+        first = next((i for i, s in enumerate(segments) if s in (_ONE, _ANY)), None)
+        if first is None:
+            exact.add(value)
+        elif first == 0:
+            return None
+        else:
+            prefixes.add("/".join(segments[:first]) + "/")
+    globs = StringMatch(plain)
+    if globs.presence:
+        return None
+    return frozenset(exact | globs.exact), frozenset(prefixes.union(globs.prefixes)), frozenset(globs.suffixes)
+
+
+T = TypeVar("T")
+
+
+class PathIndex(Generic[T]):
+    """Which of an ordered list of items (policies) could match a request path, in their order.
+
+    Each item comes with the ``paths`` values that bound the paths it can match (see
+    :func:`_path_keys`), or None when it can match any path. A lookup costs one dict probe for
+    exact paths and one per distinct prefix (suffix) length, instead of one call per item.
+    The answer may include items that then fail to match; it never leaves out one that could.
+    """
+
+    __slots__ = ("_always", "_empty", "_exact", "_items", "_prefixes", "_suffixes")
+
+    def __init__(self, entries: Sequence[tuple[T, Sequence[str] | None]]) -> None:
+        self._items: tuple[T, ...] = tuple(item for item, _ in entries)
+        always: list[int] = []
+        exact: dict[str, list[int]] = {}
+        prefixes: dict[int, dict[str, list[int]]] = {}
+        suffixes: dict[int, dict[str, list[int]]] = {}
+        for i, (_, values) in enumerate(entries):
+            keys = _path_keys(values) if values is not None else None
+            if keys is None:
+                always.append(i)
+                continue
+            exacts, heads, tails = keys
+            for e in exacts:
+                exact.setdefault(e, []).append(i)
+            for p in heads:
+                prefixes.setdefault(len(p), {}).setdefault(p, []).append(i)
+            for x in tails:
+                suffixes.setdefault(len(x), {}).setdefault(x, []).append(i)
+        self._always = self._bucket(always)
+        self._exact = {k: self._bucket(v) for k, v in exact.items()}
+        # Shortest first, so a lookup stops at the first length longer than the path.
+        self._prefixes = tuple((n, {k: self._bucket(v) for k, v in t.items()}) for n, t in sorted(prefixes.items()))
+        self._suffixes = tuple((n, {k: self._bucket(v) for k, v in t.items()}) for n, t in sorted(suffixes.items()))
+        self._empty = not self._items
+
+    def _bucket(self, positions: list[int]) -> tuple[tuple[int, ...], tuple[T, ...]]:
+        ordered = tuple(sorted(set(positions)))
+        return ordered, tuple(self._items[i] for i in ordered)
+
+    def lookup(self, path: str, other: str | None = None) -> tuple[T, ...] | list[T]:
+        """The items that could match ``path`` (or ``other``, when given), in their original order."""
+        if self._empty:
+            return ()
+        hits = self._hits(path)
+        if other is not None and other != path:
+            hits += self._hits(other)
+        if not hits:
+            return self._always[1]
+        always = self._always[0]
+        if not always and len(hits) == 1:
+            return hits[0][1]  # the common case: no merge, a tuple built at load
+        positions = set(always).union(*(h[0] for h in hits))
+        items = self._items
+        return [items[i] for i in sorted(positions)]
+
+    def _hits(self, path: str) -> list[tuple[tuple[int, ...], tuple[T, ...]]]:
+        found = self._exact.get(path)
+        hits = [] if found is None else [found]
+        size = len(path)
+        for n, table in self._prefixes:
+            if n > size:
+                break
+            found = table.get(path[:n])
+            if found is not None:
+                hits.append(found)
+        for n, table in self._suffixes:
+            if n > size:
+                break
+            found = table.get(path[-n:])
+            if found is not None:
+                hits.append(found)
+        return hits
 
 
 def compile_hosts(values: Sequence[str]) -> Callable[[Attributes], bool]:

@@ -26,6 +26,10 @@ IDENTITY_HEADERS: Final = frozenset({
     "x-forwarded-client-cert",  # Envoy: the client certificate a proxy saw
     "x-envoy-peer-metadata",  # Istio metadata exchange: the caller's workload labels
     "x-envoy-peer-metadata-id",
+    # Set by a proxy for the app behind it, never by a client: Istio bulletins 2020-002 and
+    # 2023-001 were apps trusting client-sent copies (the path before a rewrite, Istio's attributes).
+    "x-istio-attributes",
+    "x-envoy-original-path",
 })
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -39,6 +39,9 @@ KEYS_WAIT = 5.0  # seconds a request waits for a JWKS fetch it needs (Istio's de
 LIST_WAIT = 5.0  # seconds a request waits for a Mixer list's first fetch
 _KEYS_FAILED = Denial(401, b"Jwks remote fetch is failed", (("content-type", "text/plain"),))
 _ESCAPED_SLASH = Denial(400, b"Bad Request", (("content-type", "text/plain"),))
+_NO_TOKEN = AuthnOutcome(None)  # what authentication answers when no RequestAuthentication applies
+_SEEN_SIZE = 1024  # normalized targets remembered per snapshot
+_SEEN_LENGTH = 256  # longer targets are normalized every time, so the memory stays small
 
 
 def paths_step(snapshot: Snapshot, shared: Shared) -> Step:
@@ -50,16 +53,33 @@ def paths_step(snapshot: Snapshot, shared: Shared) -> Step:
     ``DECODE_AND_MERGE_SLASHES`` decodes them instead, and policies judge the decoded path.
     """
     mode = mode_of(snapshot.mesh_config.path_normalization.normalization)
+    # Normalization is a pure function of the raw target, and most traffic repeats a few
+    # targets: remember the verdicts (bounded, short targets only; a new snapshot starts afresh).
+    seen: dict[str, tuple[Normalized, str | None] | Denial] = {}
 
-    def step(request: InboundRequest, ctx: Context) -> Denial | None:
-        out = normalize(request.raw_path, mode)
+    def judge(raw_path: str) -> tuple[Normalized, str | None] | Denial:
+        out = normalize(raw_path, mode)
         if isinstance(out, Denial):
             return out
         if out.escaped_slashes:
             return _ESCAPED_SLASH
-        ctx.normalized = out
-        if out.target != request.raw_path:
-            ctx.path = out.target
+        target = out.target
+        return out, (target if target != raw_path else None)
+
+    def step(request: InboundRequest, ctx: Context) -> Denial | None:
+        raw_path = request.raw_path
+        verdict = seen.get(raw_path)
+        if verdict is None:
+            verdict = judge(raw_path)
+            if len(raw_path) <= _SEEN_LENGTH:
+                if len(seen) >= _SEEN_SIZE:
+                    seen.clear()  # not an eviction loop: WSGI threads share this dict without a lock
+                seen[raw_path] = verdict
+        if isinstance(verdict, Denial):
+            return verdict
+        ctx.normalized, path = verdict
+        if path is not None:
+            ctx.path = path
         return None
 
     return step
@@ -80,7 +100,9 @@ def policy_step(snapshot: Snapshot, shared: Shared) -> Step | None:
     shared.lists.retain(legacy.lists.values())
     for warning in (*authz.warnings, *legacy.warnings):
         log.warning("pymesh: %s", warning)
-    if not (authn.enabled or authz.enabled or legacy.enabled):
+    # Decided once here rather than per request: most workloads use one or two of the three.
+    authn_on, legacy_on = authn.enabled, legacy.enabled
+    if not (authn_on or authz.enabled or legacy_on):
         return None
     checkers: dict[str, ExtAuthz] = {}
 
@@ -96,6 +118,8 @@ def policy_step(snapshot: Snapshot, shared: Shared) -> Step | None:
 
     def step(request: InboundRequest, ctx: Context) -> Denial | Pending | None:
         norm = ctx.normalized or Normalized(*_split(request.raw_path))
+        if not authn_on:
+            return authorize(request, ctx, norm, _NO_TOKEN)
         out = authn.authenticate(request, norm.path, norm.query)
         if isinstance(out, KeysPending):
             pending = out
@@ -106,7 +130,7 @@ def policy_step(snapshot: Snapshot, shared: Shared) -> Step | None:
 
     def authorize(request: InboundRequest, ctx: Context, norm: Normalized,
                   out: AuthnOutcome | Denial | KeysPending) -> Denial | Pending | None:
-        if legacy.enabled:
+        if legacy_on:
             refused = legacy.origin(request, norm.path, out)
             if refused is not None:
                 return refused
@@ -115,19 +139,20 @@ def policy_step(snapshot: Snapshot, shared: Shared) -> Step | None:
         if isinstance(out, KeysPending):
             return _KEYS_FAILED  # still no keys after the wait: refuse, never guess
         identity = out.identity
-        if out.remove_headers or out.set_headers:
-            drop = set(out.remove_headers) | {name for name, _ in out.set_headers}
-            request.headers = (*(h for h in request.headers if h[0] not in drop), *out.set_headers)
+        drop = out.drop
+        if drop:
+            request.headers = (*[h for h in request.headers if h[0] not in drop], *out.set_headers)
         if identity is not None:
             ctx.identity = identity
             ctx.request_principal = identity.principal
             ctx.claims = identity.claims
-        decision = authz.check(request, norm.path, _principal_for(legacy, request, identity))
+            ctx.anonymous_caller = out.caller
+        decision = authz.check(request, norm.path, _principal_for(legacy, request, identity) if legacy_on else identity)
         if decision.audit:
             log.info("pymesh: AUDIT %s %s matched %s", request.method, norm.path, ", ".join(decision.audit))
         if not decision.allowed:
             return decision.denial
-        if legacy.enabled:
+        if legacy_on:
             waiting = legacy.unready()
             if waiting:  # a providerUrl list still on its first fetch: wait for it, as Mixer loaded it first
                 return Pending(run=lambda: _wait_lists(waiting), arun=lambda: asyncio.to_thread(_wait_lists, waiting),
@@ -136,7 +161,7 @@ def policy_step(snapshot: Snapshot, shared: Shared) -> Step | None:
 
     def mixer_then_custom(request: InboundRequest, ctx: Context, norm: Normalized, identity: Identity | None,
                           decision: Decision) -> Denial | Pending | None:
-        if legacy.enabled:
+        if legacy_on:
             refused = legacy.mixer(request, norm.path, identity)
             if refused is not None:
                 return refused

@@ -84,13 +84,14 @@ def test_reload_takes_effect_on_the_next_request(starlette_app: Starlette, tmp_p
 
 def test_identity_headers_are_stripped(starlette_app: Starlette, make_mesh: MakeMesh) -> None:
     headers = {"x-forwarded-client-cert": XFCC, "x-envoy-peer-metadata-id": "sidecar~1.2.3.4~evil",
-               "x-envoy-peer-metadata": "Cg==", "x-kept": "yes"}
+               "x-envoy-peer-metadata": "Cg==", "x-kept": "yes", "x-istio-attributes": "Cg==",
+               "x-envoy-original-path": "/public"}
     with UvicornThread(wrapped(starlette_app, make_mesh())) as server:
         body = get(server.url + "/who", headers=headers).json()
     seen = body["headers"]
-    assert "x-forwarded-client-cert" not in seen
-    assert "x-envoy-peer-metadata" not in seen
-    assert "x-envoy-peer-metadata-id" not in seen
+    for name in ("x-forwarded-client-cert", "x-envoy-peer-metadata", "x-envoy-peer-metadata-id",
+                 "x-istio-attributes", "x-envoy-original-path"):
+        assert name not in seen
     assert seen["x-kept"] == "yes"
     assert body["caller"]["principal"] is None  # a client's own XFCC names nobody
 

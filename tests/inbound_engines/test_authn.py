@@ -513,3 +513,28 @@ def test_verified_token_cache_still_checks_time() -> None:
         ok(authenticate(auth, request(headers=bearer(token))))
     now[0] += 3600
     assert denied(authenticate(auth, request(headers=bearer(token)))) == "Jwt is expired"
+
+
+def test_verified_token_cache_still_checks_not_before() -> None:
+    key = shared_key("rsa")
+    now = [time.time()]
+    _, specs, _ = policies(_ra(jwks(key)))
+    auth = Authenticator(specs, JwksRegistry(background=False), clock=lambda: now[0])
+    token = key.sign(claims(nbf=int(now[0]) + 600))
+    now[0] += 600
+    for _ in range(2):  # verified, then from the cache
+        ok(authenticate(auth, request(headers=bearer(token))))
+    now[0] -= 600
+    assert denied(authenticate(auth, request(headers=bearer(token)))) == "Jwt not yet valid"
+
+
+def test_a_cached_token_removes_the_header_that_carried_it_this_time() -> None:
+    key = shared_key("rsa")
+    auth = _inline(key, extra='    fromHeaders: [{name: authorization, prefix: "Bearer "}, {name: x-jwt}]')
+    token = key.sign(claims())
+    for _ in range(2):
+        assert ok(authenticate(auth, request(headers=bearer(token)))).remove_headers == ("authorization",)
+        assert ok(authenticate(auth, request(headers=[("x-jwt", token)]))).remove_headers == ("x-jwt",)
+    both = ok(authenticate(auth, request(headers=[*bearer(token), ("x-jwt", token)])))
+    assert both.remove_headers == ("authorization", "x-jwt")
+    assert both.caller.request_principal == f"{ISSUER}/alice"
