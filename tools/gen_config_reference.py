@@ -366,6 +366,10 @@ knowingly behaves differently from Istio, see [Differences from Istio](differenc
   `AuthorisationPolicy`) is an error, as the API server would refuse it: skipping it could
   silently drop a misspelt DENY policy. An error anywhere fails the whole load; nothing
   half-applies.
+- Values Istio accepts but that cannot mean what they seem to are warnings: an
+  AuthorizationPolicy path with a `*` in the middle (matched as a plain `*`), a principal
+  written with `spiffe://` (never matches), a plain-`http` `jwksUri`, a `jwksUri` or
+  `providerUrl` aimed at cloud instance metadata. A DENY policy using one would fail open.
 """
 
 

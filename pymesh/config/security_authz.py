@@ -160,6 +160,33 @@ def _path_template_problem(path: str) -> str | None:
 _Problem = Callable[[str], str | None]
 
 
+def _literal_star_hint(path: str) -> str | None:
+    """A ``*`` that is neither a prefix/suffix wildcard nor a template: matched as a plain character."""
+    if path == "*" or _MATCH_ONE in path or _MATCH_ANY in path:
+        return None
+    inner = path[1:] if path.startswith("*") else path
+    inner = inner[:-1] if inner.endswith("*") else inner
+    if "*" in inner:
+        return (f"path {path!r} has a '*' that only matches a literal '*': wildcards work at the start or end, "
+                "or as a {*} / {**} path template segment")
+    return None
+
+
+def _spiffe_principal_hint(value: str) -> str | None:
+    if value.lower().startswith("spiffe://"):
+        return (f"principal {value!r} never matches: principals are written without 'spiffe://', "
+                f"e.g. {value[len('spiffe://'):]!r}")
+    return None
+
+
+def _warn_values(v: Checker, name: str, values: Sequence[str], hint: _Problem) -> None:
+    """Values that load but can never mean what they seem to: warned about, since a DENY using one fails open."""
+    for i, value in enumerate(values):
+        message = hint(value) if value else None
+        if message is not None:
+            v.warn(message, name, i)
+
+
 def _check_values(v: Checker, name: str, values: Sequence[str], *problems: _Problem) -> None:
     for i, value in enumerate(values):
         if not value:
@@ -228,6 +255,8 @@ class Source:
                     "serviceAccounts" if self.service_accounts else "notServiceAccounts")
         for wire, attr in _PLAIN_SOURCE_FIELDS:
             _check_values(v, wire, getattr(self, attr))
+        _warn_values(v, "principals", self.principals, _spiffe_principal_hint)
+        _warn_values(v, "notPrincipals", self.not_principals, _spiffe_principal_hint)
         for wire, attr in _IP_SOURCE_FIELDS:
             _check_values(v, wire, getattr(self, attr), _ip_problem)
         _check_service_accounts(v, "serviceAccounts", self.service_accounts)
@@ -261,6 +290,8 @@ class Operation:
         _check_values(v, "notMethods", self.not_methods)
         _check_values(v, "paths", self.paths, _path_template_problem)
         _check_values(v, "notPaths", self.not_paths, _path_template_problem)
+        _warn_values(v, "paths", self.paths, _literal_star_hint)
+        _warn_values(v, "notPaths", self.not_paths, _literal_star_hint)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

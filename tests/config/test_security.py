@@ -202,6 +202,26 @@ def test_deny_with_only_http_fields_is_a_warning() -> None:
     assert "deny all traffic to TCP ports" in warnings(r)[0][1]
 
 
+def test_values_that_can_never_match_as_written_are_warned_about() -> None:
+    # A DENY using one of these fails open; Istio loads them too, so they are warnings.
+    spec, r = load(AuthorizationPolicy, """
+        action: DENY
+        rules:
+        - from: [{source: {principals: ["spiffe://cluster.local/ns/a/sa/b", "cluster.local/ns/a/sa/c"]}}]
+          to: [{operation: {paths: ["/a*b", "/api/*", "*.json", "*", "/x/{*}/y", "/v*/"]}}]
+    """)
+    assert spec is not INVALID
+    assert not errors(r)
+    found = [(path, message) for path, message in warnings(r) if path != "spec.rules[0]"]  # the TCP-ports note
+    assert [path for path, _ in found] == [
+        "spec.rules[0].from[0].source.principals[0]",
+        "spec.rules[0].to[0].operation.paths[0]",
+        "spec.rules[0].to[0].operation.paths[5]",
+    ]
+    assert "written without 'spiffe://', e.g. 'cluster.local/ns/a/sa/b'" in found[0][1]
+    assert "only matches a literal '*'" in found[1][1]
+
+
 def test_selector_without_labels_warns() -> None:
     _, r = load(AuthorizationPolicy, "selector: {}")
     assert not errors(r)
