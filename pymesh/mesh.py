@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pymesh.config.load import Config, SourceSpec, Text, load
 from pymesh.config.source import Limits, discover
 from pymesh.errors import ConfigError, Issue
+from pymesh.forking import after_fork_in_child
 from pymesh.outbound.router import Router
 from pymesh.outbound.runtime import Runtime
 from pymesh.snapshot.snapshot import Snapshot, build
@@ -75,6 +76,16 @@ class Mesh:
         self._watcher: _Watcher | None = None
         self._runtime = Runtime()
         self._live = _Live.of(build(self._load(), self._workload))
+        after_fork_in_child(self._after_fork)
+
+    def _after_fork(self) -> None:
+        # The parent's counters, connection gates and random sequence stay the parent's: each
+        # child draws its own weighted picks and jitter. Its watcher thread did not come along.
+        self._lock = threading.Lock()
+        self._runtime = Runtime()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            self.watch(watcher.interval)
 
     # -- construction -----------------------------------------------------------------
 
@@ -252,7 +263,7 @@ class _Watcher(threading.Thread):
     def __init__(self, mesh: Mesh, interval: float) -> None:
         super().__init__(name="pymesh-config-watch", daemon=True)
         self._mesh = mesh
-        self._interval = interval
+        self.interval = interval
         self._stopped = threading.Event()
         self._last = mesh._fingerprint()
         self._pending: str | None = None  # new content seen once, waiting to be seen again
@@ -261,7 +272,7 @@ class _Watcher(threading.Thread):
         self._stopped.set()
 
     def run(self) -> None:
-        while not self._stopped.wait(self._interval):
+        while not self._stopped.wait(self.interval):
             self.poll()
 
     def poll(self) -> bool:

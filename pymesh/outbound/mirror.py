@@ -26,6 +26,7 @@ _Job = tuple[Callable[[], None], Callable[[], None]]  # (run, on_drop)
 
 class ThreadMirror:
     def __init__(self, *, capacity: int = 256, workers: int = 2) -> None:
+        self.capacity = capacity
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=capacity)
         self._threads: list[threading.Thread] = []
         self._workers = workers
@@ -89,13 +90,13 @@ class ThreadMirror:
 
 class AsyncMirror:
     def __init__(self, *, capacity: int = 256) -> None:
-        self._capacity = capacity
+        self.capacity = capacity
         self._tasks: set[asyncio.Task[None]] = set()
         self.dropped = 0
         self.sent = 0
 
     def submit(self, job: Callable[[], Awaitable[None]], on_drop: Callable[[], None]) -> bool:
-        if len(self._tasks) >= self._capacity:
+        if len(self._tasks) >= self.capacity:
             self.dropped += 1
             on_drop()
             return False

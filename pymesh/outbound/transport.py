@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from pymesh.forking import after_fork_in_child
 from pymesh.outbound.call import Attempt, Call, Planner, request_info
 from pymesh.outbound.engine import AsyncEndpointPool, EndpointAddress, EndpointPool, in_background
 from pymesh.outbound.mirror import AsyncMirror, ThreadMirror
@@ -108,6 +109,14 @@ class MeshTransport(httpx.BaseTransport):
         self._lock = threading.Lock()
         self._pruner = _Pruner(self._plan)
         self._mirror = ThreadMirror(capacity=mirror_capacity)
+        after_fork_in_child(self._after_fork)
+
+    def _after_fork(self) -> None:
+        # The pooled sockets are the parent's: forgotten here (closing them would be the
+        # parent's business), and the mirror's worker threads did not come along.
+        self._pools = {}
+        self._lock = threading.Lock()
+        self._mirror = ThreadMirror(capacity=self._mirror.capacity)
 
     @property
     def mirror(self) -> ThreadMirror:
@@ -211,6 +220,11 @@ class AsyncMeshTransport(httpx.AsyncBaseTransport):
         self._pools: dict[PoolKey, AsyncEndpointPool] = {}
         self._pruner = _Pruner(self._plan)
         self._mirror = AsyncMirror(capacity=mirror_capacity)
+        after_fork_in_child(self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._pools = {}  # the parent's connections, bound to the parent's event loop
+        self._mirror = AsyncMirror(capacity=self._mirror.capacity)
 
     @property
     def mirror(self) -> AsyncMirror:

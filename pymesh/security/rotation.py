@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, TypedDict, Unpack
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from pymesh.forking import after_fork_in_child
 from pymesh.security.identity import WorkloadCertificate
 from pymesh.security.tls import client_context, server_context
 
@@ -97,6 +98,14 @@ class CertificateSource:
         self.last_error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        after_fork_in_child(self._after_fork)
+
+    def _after_fork(self) -> None:
+        # Renewal must go on in a forked worker, or its certificate simply expires there.
+        self._lock, self._renewing = threading.Lock(), threading.Lock()
+        running, self._thread = self._thread is not None and not self._stop.is_set(), None
+        if running:
+            self.start()
 
     @classmethod
     def from_ca(cls, ca: MeshCA, namespace: str, service_account: str, *, ttl: timedelta = timedelta(hours=24),
