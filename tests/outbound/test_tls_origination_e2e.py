@@ -221,7 +221,7 @@ def test_istio_mutual_against_openssl_s_server(
         ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(tmp_path / "cert.pem"),
          "-key", str(tmp_path / "key.pem"), "-CAfile", str(tmp_path / "root.pem"), "-Verify", "1",
          "-verify_return_error", "-www"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # never read: a pipe could fill and stall it
     try:
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline:

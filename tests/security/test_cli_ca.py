@@ -141,6 +141,7 @@ def test_openssl_s_client_against_a_pymesh_server(tmp_path: Path, servers: Calla
         proc.stdin.close()
         proc.kill()
         proc.wait(timeout=5)
+        proc.stdout.close()
     assert "ok cluster.local/ns/a/sa/client\n" in lines, "".join(lines)
     assert server.wait()[0].peer is not None
 
