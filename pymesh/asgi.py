@@ -18,11 +18,12 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 from urllib.parse import quote, unquote
 
-from pymesh.inbound.core import Context, Inbound, Suspended
+from pymesh.inbound.core import Context, Inbound, Suspended, Verdict
+from pymesh.inbound.headers import IDENTITY_HEADERS
 from pymesh.inbound.request import Denial, InboundRequest
 from pymesh.mesh import Mesh
 from pymesh.security.ca import MeshCA
-from pymesh.security.identity import WorkloadCertificate
+from pymesh.security.identity import PeerIdentity, WorkloadCertificate
 from pymesh.security.rotation import CertificateSource
 
 __all__ = ["MeshMiddleware"]
@@ -32,6 +33,10 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_IDENTITY = frozenset(n.encode("latin-1") for n in IDENTITY_HEADERS)
+# Requests with a longer target and keyed headers are not remembered: the memo stays a few MB at most.
+_MEMO_KEY_BYTES = 4096
 
 
 class MeshMiddleware:
@@ -55,12 +60,62 @@ class MeshMiddleware:
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        request, peer_error = self._request(scope)
-        result = self.inbound.start(request, peer_error)  # synchronous unless a step needs I/O
+        inbound = self.inbound
+        compiled = inbound.compiled()
+        raw_headers = scope.get("headers") or ()
+        keyed = compiled.keyed_headers
+        hosts: list[bytes] = []
+        carried: list[tuple[bytes, bytes]] = []  # the other headers memoized steps read
+        marked = False  # an identity header arrived: the full pipeline strips it
+        for name, value in raw_headers:  # one pass, for the Host, the identity headers and those
+            name = name.lower()
+            if name == b"host":
+                hosts.append(value)
+            elif name in _IDENTITY:
+                marked = True
+            elif name in keyed:
+                carried.append((name, value))
+        # A second Host header is joined on, as WSGI servers do, so the pipeline refuses the request.
+        host = hosts[0] if len(hosts) == 1 else b",".join(hosts)
+        peer, peer_error, sni = None, None, None
+        tls = (scope.get("extensions") or {}).get("tls")
+        if tls is not None:
+            peer, peer_error = inbound.verify(_chain(tls.get("client_cert_chain") or ()))
+            sni = tls.get("sni")
+        key: Any = None
+        verdicts = compiled.verdicts
+        raw = scope.get("raw_path")
+        query = scope.get("query_string") or b""
+        if (verdicts is not None and raw and not marked and peer_error is None and not inbound.proxied
+                and len(raw) + len(query) + sum(len(v) for _, v in carried) <= _MEMO_KEY_BYTES):
+            # What memoizable steps read (core.memoizable), as the server gave it.
+            server = scope.get("server") or ("", 0)
+            key = (scope.get("method", "GET"), scope.get("scheme"), raw, query, host, server[1],
+                   None if peer is None else peer.spiffe_id.uri, sni, tuple(carried))
+            if compiled.reads.addresses:
+                key += (str((scope.get("client") or ("",))[0] or ""), str(server[0] or ""))
+            try:
+                verdict = verdicts.get(key)
+            except TypeError:  # a value ASGI does not allow (a bytearray): no memo for this request
+                verdict = key = None
+            if verdict is not None and (verdict.recheck is None or verdict.recheck()):
+                if verdict.denial is not None:
+                    await _deny(kind, receive, send, verdict.denial)
+                    return
+                scope = dict(scope)
+                scope["pymesh"] = verdict.caller
+                if verdict.edits_headers:
+                    scope["headers"] = _edited(raw_headers, verdict)
+                if verdict.path is not None:
+                    _set_path(scope, verdict.path)
+                await self.app(scope, receive, send)
+                return
+        request = self._request(scope, host, peer, sni)
+        result = inbound.start(request, peer_error, compiled, key)  # synchronous unless a step needs I/O
         while isinstance(result, Suspended):
             result = result.resume(await result.pending.arun())
         if isinstance(result, Denial):
-            await (_deny_http(send, result) if kind == "http" else _deny_websocket(receive, send))
+            await _deny(kind, receive, send, result)
             return
         scope = dict(scope)
         _apply(scope, request, result)
@@ -68,23 +123,16 @@ class MeshMiddleware:
             send = _adding(send, result.response_headers)
         await self.app(scope, receive, send)
 
-    def _request(self, scope: Scope) -> tuple[InboundRequest, str | None]:
-        raw_headers = scope.get("headers") or ()
-        # A second Host header is joined on, as WSGI servers do, so the pipeline refuses the request.
-        host = b",".join([v for k, v in raw_headers if k.lower() == b"host"]).decode("latin-1")
+    def _request(self, scope: Scope, host: bytes, peer: PeerIdentity | None, sni: str | None) -> InboundRequest:
         raw = scope.get("raw_path") or quote(scope.get("path", "/")).encode("ascii")
         query = scope.get("query_string") or b""
         raw_path = (raw + b"?" + query if query else raw).decode("latin-1")
         client = scope.get("client") or ("", 0)
         server = scope.get("server") or ("", 0)
-        peer, error = None, None
-        tls = (scope.get("extensions") or {}).get("tls")
-        if tls is not None:
-            peer, error = self.inbound.verify(_chain(tls.get("client_cert_chain") or ()))
-        request = InboundRequest(  # positional: keyword arguments cost three times as much here
+        return InboundRequest(  # positional: keyword arguments cost three times as much here
             scope.get("method", "GET"),
             raw_path,
-            host,
+            host.decode("latin-1"),
             None,  # headers: decoded from raw_headers only if a step reads them
             scope.get("scheme", "http"),
             str(client[0] or ""),  # source
@@ -92,11 +140,10 @@ class MeshMiddleware:
             str(server[0] or ""),  # destination
             int(server[1] or 0),
             peer,
-            tls.get("sni") if tls is not None else None,
+            sni,
             True,  # port_known: the server's own socket
-            raw_headers,
+            scope.get("headers") or (),
         )
-        return request, error
 
     def __repr__(self) -> str:
         return f"pymesh.asgi.MeshMiddleware({self.app!r}, mesh={self.mesh!r})"
@@ -115,10 +162,28 @@ def _apply(scope: Scope, request: InboundRequest, ctx: Context) -> None:
     if request.headers_changed:
         scope["headers"] = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers]
     if ctx.path is not None:
-        path, _, query = ctx.path.partition("?")
-        scope["raw_path"] = path.encode("latin-1")
-        scope["path"] = unquote(path)
-        scope["query_string"] = query.encode("latin-1")
+        _set_path(scope, ctx.path)
+
+
+def _set_path(scope: Scope, target: str) -> None:
+    """The normalized target (with ``?query``) as the app reads it."""
+    path, _, query = target.partition("?")
+    scope["raw_path"] = path.encode("latin-1")
+    scope["path"] = unquote(path)
+    scope["query_string"] = query.encode("latin-1")
+
+
+def _edited(raw_headers: Iterable[tuple[bytes, bytes]], verdict: Verdict) -> list[tuple[bytes, bytes]]:
+    """The headers the full pipeline hands the app after ``verdict``'s change (names lower case, as
+    its latin-1 decoding gives them)."""
+    drop = verdict.drop
+    out: list[tuple[bytes, bytes]] = []
+    for name, value in raw_headers:
+        name = name.lower() if name.isascii() else name.decode("latin-1").lower().encode("latin-1")
+        if name not in drop:
+            out.append((name, value))
+    out += verdict.add
+    return out
 
 
 def _adding(send: Send, extra: tuple[tuple[str, str], ...]) -> Send:
@@ -132,9 +197,12 @@ def _adding(send: Send, extra: tuple[tuple[str, str], ...]) -> Send:
     return sending
 
 
+async def _deny(kind: str, receive: Receive, send: Send, denial: Denial) -> None:
+    await (_deny_http(send, denial) if kind == "http" else _deny_websocket(receive, send))
+
+
 async def _deny_http(send: Send, denial: Denial) -> None:
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in denial.headers]
-    headers.append((b"content-length", str(len(denial.body)).encode("ascii")))
+    headers = list(denial.encoded_headers)  # a list of its own: a server may add to it
     await send({"type": "http.response.start", "status": denial.status, "headers": headers})
     await send({"type": "http.response.body", "body": denial.body})
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 import pymesh
+from pymesh.inbound.jwks import JwksCache
+from pymesh.inbound.lists import ProviderList
 from pymesh.security import CertificateSource, MeshCA
 from pymesh.testing.upstream import Upstream, service_yaml
 
@@ -71,3 +73,17 @@ def test_certificate_renewal_goes_on_in_a_forked_child() -> None:
         assert in_child(check) == 0
     finally:
         source.stop()
+
+
+def test_key_and_list_refreshes_go_on_in_a_forked_child() -> None:
+    keys = JwksCache("https://keys.invalid/jwks", fetch=lambda url, timeout: b"{}")
+    lists = ProviderList("https://lists.invalid/x", refresh_interval=60, ttl=120, fetch=lambda url, timeout: b"a\n")
+    try:
+        def check() -> None:
+            assert threads_named("pymesh-jwks https://keys.invalid/jwks"), "key refresh stopped in the child"
+            assert threads_named("pymesh-list https://lists.invalid/x"), "list refresh stopped in the child"
+
+        assert in_child(check) == 0
+    finally:
+        keys.close()
+        lists.close()

@@ -87,6 +87,9 @@ class AuthnOutcome:
     identity: Identity | None
     remove_headers: tuple[str, ...] = ()  # lower-case names: spoofable output headers, a consumed token
     set_headers: tuple[tuple[str, str], ...] = ()
+    # With an identity: True while the token is in date and its key set unchanged, so this answer
+    # may be given again without verifying (the inbound verdict memo); None: it may not.
+    recheck: Callable[[], bool] | None = field(default=None, repr=False, compare=False)
     drop: frozenset[str] = field(init=False, repr=False, compare=False)  # every name the request loses
     caller: Caller = field(init=False, repr=False, compare=False)  # the app's Caller when there is no peer
 
@@ -162,6 +165,14 @@ class _Verified:
     expires: float | None  # exp + leeway
     not_before: float | None  # the later of nbf and iat
     outcomes: dict[tuple[str, ...], AuthnOutcome] = field(default_factory=dict, compare=False)
+
+    def current(self, clock: Callable[[], float]) -> bool:
+        """True when :meth:`Authenticator.authenticate` would still accept this token as cached."""
+        if self.keys is None or self.rule.cache.keys() is not self.keys:
+            return False
+        now = clock()
+        return not ((self.expires is not None and now > self.expires)
+                    or (self.not_before is not None and now + LEEWAY_SECONDS < self.not_before))
 
     def check_times(self, now: float) -> None:
         """The same verdicts as ``Authenticator._check_times`` on this token's (already valid) claims."""
@@ -249,6 +260,12 @@ class Authenticator:
         return bool(self._rules)
 
     @property
+    def memo_headers(self) -> frozenset[str]:
+        """Every header :meth:`authenticate` reads: the token's, cookies, and a CORS preflight's."""
+        cookies = {"cookie"} if self._cookies_used else set()
+        return self._header_names | cookies | {"origin", "access-control-request-method"}
+
+    @property
     def caches(self) -> tuple[JwksCache, ...]:
         return tuple(dict.fromkeys(r.cache for r in self._rules))
 
@@ -297,7 +314,9 @@ class Authenticator:
             value = _claim(identity.claims, claim)
             if value is not None:
                 sets.append((header, value))
-        return AuthnOutcome(identity, tuple(dict.fromkeys((*self._spoofable, *carriers))), tuple(sets))
+        clock = self._clock
+        recheck = (lambda: verified.current(clock)) if verified.keys is not None else None
+        return AuthnOutcome(identity, tuple(dict.fromkeys((*self._spoofable, *carriers))), tuple(sets), recheck)
 
     # -- extraction --------------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from pymesh.inbound.authn import Identity
 from pymesh.inbound.authz_compile import RuleCompiler, match_any, rule_paths
 from pymesh.inbound.authz_match import Attributes, PathIndex, Predicate
 from pymesh.inbound.extauthz import provider_problems
-from pymesh.inbound.request import Denial, InboundRequest
+from pymesh.inbound.request import Denial, InboundRequest, MemoReads
 
 __all__ = ["DENIED", "Authorizer", "CustomCheck", "Decision", "analyze"]
 
@@ -116,6 +116,34 @@ def _by_method(policies: Sequence[_Policy]) -> tuple[dict[str, PathIndex[_Policy
     return table, _index([p for p in policies if p.methods is None])
 
 
+# Condition keys whose values the verdict memo's key holds (core.memoizable): the peer, the port,
+# the SNI, and the token (constant when no RequestAuthentication applies). Any other key but the
+# addresses and headers (one pymesh cannot evaluate) makes the policies unmemoizable.
+_KEYED = frozenset({"source.principal", "source.namespace", "source.trustDomain", "source.serviceAccount",
+                    "request.auth.principal", "request.auth.presenter", "request.auth.audiences",
+                    "connection.sni", "destination.port"})
+_ADDRESSES = frozenset({"source.ip", "remote.ip", "destination.ip"})
+
+
+def _reads(spec: AuthorizationPolicy) -> MemoReads | None:
+    """What the rules of ``spec`` read beyond the request line, Host, port and peer; None: unknown."""
+    addresses = False
+    headers: set[str] = set()
+    for rule in spec.rules:
+        for s in rule.sources:
+            addresses = addresses or bool(s.ip_blocks or s.not_ip_blocks or s.remote_ip_blocks
+                                          or s.not_remote_ip_blocks)
+        for c in rule.when:
+            key = c.key
+            if key in _ADDRESSES:
+                addresses = True
+            elif key.startswith("request.headers[") and key.endswith("]"):
+                headers.add(key[len("request.headers["):-1].lower())
+            elif key not in _KEYED and not key.startswith("request.auth.claims["):
+                return None
+    return MemoReads(addresses, frozenset(headers))
+
+
 def _dry_run(res: Resource[Any]) -> bool:
     return str(res.metadata.annotations.get(_DRY_RUN, "")).lower() == "true"
 
@@ -154,6 +182,14 @@ class Authorizer:
         self._has_allow = bool(enforced["ALLOW"])
         self._shadow = shadow if any(shadow.values()) else None
         self._trivial = not (self._custom or enforced["DENY"] or enforced["ALLOW"] or self._audit or self._shadow)
+        reads = [_reads(res.spec) for res in ordered]
+        self.memo_reads: MemoReads | None = None
+        """What verdicts depend on beyond the request line, Host, port, peer and token (see
+        ``core.memoizable``); None when they must be computed every time."""
+        if not (self._custom or self._audit) and None not in reads:  # CUSTOM is I/O, an AUDIT match is logged
+            declared = [r for r in reads if r is not None]
+            self.memo_reads = MemoReads(any(r.addresses for r in declared),
+                                        frozenset().union(*(r.headers for r in declared)))
         warnings += analyze(ordered)
         self.warnings: tuple[str, ...] = tuple(dict.fromkeys(warnings))
         """What the load should show: rules that fail closed, risky shapes (see :func:`analyze`)."""

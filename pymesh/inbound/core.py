@@ -20,6 +20,15 @@ factories in :data:`STEP_FACTORIES`; a factory returns None when nothing applies
 feature that is not configured costs nothing. The compiled pipeline is cached by snapshot
 identity: ``mesh.reload()`` takes effect on the next request.
 
+A step may declare that its answer depends only on the request line, the Host, the destination
+port, the verified peer and what its :class:`MemoReads` names (the addresses, a few headers):
+:func:`memoizable`. When every step does, :attr:`Compiled.verdicts` remembers each answer
+under those values, so an adapter that can build that key (ASGI) answers a repeat request
+without building an :class:`InboundRequest` or running a step. An answer that rests on a cached
+JWT is replayed only while the token is in date and its key set unchanged
+(``Context.recheck``); one that a step marks ``ctx.replayable = False`` (a 401) never is.
+Steps that keep state or log per request (Mixer checks, CUSTOM, AUDIT) do not declare it.
+
 Steps do no I/O. One that needs some (a JWKS fetch to wait for, a CUSTOM authorizer to ask)
 returns a :class:`Pending`; ``Inbound.start`` runs the steps synchronously and stops there with
 a :class:`Suspended`, which ``Inbound.handle`` (WSGI) resumes blocking and ``Inbound.ahandle``
@@ -45,7 +54,7 @@ from pymesh.inbound.lists import ListRegistry
 from pymesh.inbound.paths import Normalized
 from pymesh.inbound.peer import PeerPolicy, compose, peer_step
 from pymesh.inbound.policy import paths_step, policy_step
-from pymesh.inbound.request import ANONYMOUS, NO_CLAIMS, Caller, Denial, InboundRequest
+from pymesh.inbound.request import ANONYMOUS, NO_CLAIMS, Caller, Denial, InboundRequest, MemoReads
 from pymesh.inbound.trust import LocalIdentity, PeerVerifier
 from pymesh.security.ca import MeshCA
 from pymesh.security.identity import PeerIdentity, WorkloadCertificate
@@ -56,11 +65,13 @@ from pymesh.snapshot.snapshot import Snapshot
 if TYPE_CHECKING:
     from pymesh.mesh import Mesh
 
-__all__ = ["STEP_FACTORIES", "Compiled", "Context", "Inbound", "Pending", "Shared", "Step", "StepFactory",
-           "Suspended", "compile_inbound", "peer_policy"]
+__all__ = ["STEP_FACTORIES", "Compiled", "Context", "Inbound", "MemoReads", "Pending", "Shared", "Step",
+           "StepFactory", "Suspended", "Verdict", "compile_inbound", "memoizable", "peer_policy"]
 
 log = logging.getLogger("pymesh.inbound")
 _AMBIGUOUS_HOST = Denial(400, b"Bad Request", (("content-type", "text/plain"),))
+_NOTHING_MORE = MemoReads()
+_VERDICTS_SIZE = 1024  # remembered answers per snapshot; cleared when full, like the path memo
 
 
 class Context:
@@ -70,8 +81,8 @@ class Context:
     ``__init__`` is several times cheaper than a dataclass's with a ``default_factory``.
     """
 
-    __slots__ = ("anonymous_caller", "caller", "claims", "identity", "normalized", "path", "peer", "peer_error",
-                 "request_principal", "response_headers", "snapshot")
+    __slots__ = ("anonymous_caller", "caller", "claims", "edit", "identity", "normalized", "path", "peer",
+                 "peer_error", "recheck", "replayable", "request_principal", "response_headers", "snapshot")
 
     def __init__(self, snapshot: Snapshot, peer: PeerIdentity | None, peer_error: str | None = None) -> None:
         self.snapshot = snapshot
@@ -85,6 +96,11 @@ class Context:
         self.identity: Identity | None = None  # the verified JWT
         self.response_headers: tuple[tuple[str, str], ...] = ()  # for the app's response (a CUSTOM authorizer's)
         self.anonymous_caller: Caller = ANONYMOUS  # the Caller without a peer, prebuilt with a cached token
+        # For the verdict memo (Compiled.remember): whether this answer may be replayed, while what stays
+        # true, and the header change that made request.headers (names dropped, pairs added).
+        self.replayable = True
+        self.recheck: Callable[[], bool] | None = None
+        self.edit: tuple[frozenset[str], tuple[tuple[str, str], ...]] | None = None
 
     def make_caller(self) -> Caller:
         peer = self.peer
@@ -175,6 +191,35 @@ class Shared:
             self._client.close()
 
 
+def memoizable(step: Step, reads: MemoReads = _NOTHING_MORE) -> Step:
+    """Declare that ``step`` answers from the method, target, Host, destination port, verified peer
+    and ``reads`` alone, changing nothing else than ``ctx.edit`` describes: its answers may be
+    remembered per snapshot (see :attr:`Compiled.verdicts`)."""
+    setattr(step, "memo_reads", reads)  # noqa: B010 (closures and instances alike)
+    return step
+
+
+class Verdict:
+    """A remembered answer: the Denial, or the app's Caller and what to change before it runs.
+
+    A plain slotted class: one is built per memo miss, and a frozen dataclass's ``__init__``
+    costs several times as much. Treat it as immutable.
+    """
+
+    __slots__ = ("add", "caller", "denial", "drop", "edits_headers", "path", "recheck")
+
+    def __init__(self, denial: Denial | None, caller: Caller | None, path: str | None = None,
+                 drop: frozenset[bytes] = frozenset(), add: tuple[tuple[bytes, bytes], ...] = (),
+                 recheck: Callable[[], bool] | None = None) -> None:
+        self.denial = denial
+        self.caller = caller
+        self.path = path  # the normalized target to hand the app; None: unchanged
+        self.drop = drop  # header names the app does not receive
+        self.add = add  # and those it receives on top
+        self.recheck = recheck  # False: stale (a token expired, its keys rotated)
+        self.edits_headers = bool(drop or add)  # read per replay
+
+
 StepFactory: TypeAlias = Callable[[Snapshot, Shared], Step | None]
 """Compiles one step for a snapshot's own workload (``snapshot.local_policies``); None when
 nothing applies."""
@@ -199,12 +244,42 @@ STEP_FACTORIES: tuple[tuple[str, StepFactory], ...] = (
 
 @dataclass(frozen=True, slots=True)
 class Compiled:
-    """The pipeline for one snapshot's own workload."""
+    """The pipeline for one snapshot's own workload.
+
+    ``verdicts`` is None unless every step is :func:`memoizable`; the key is the adapter's and must
+    hold what ``reads`` names (the union of the steps').
+    """
 
     snapshot: Snapshot
     peer: PeerPolicy
     steps: tuple[Step, ...]
     names: tuple[str, ...]
+    verdicts: dict[Any, Verdict] | None = None
+    reads: MemoReads = _NOTHING_MORE
+    keyed_headers: frozenset[bytes] = frozenset()  # reads.headers as the ASGI byte names
+
+    def remember(self, key: Any, request: InboundRequest, ctx: Context, out: Context | Denial | Suspended) -> None:
+        """Keep the answer ``out`` for ``request`` under ``key``, if it is one to replay."""
+        verdicts = self.verdicts
+        if verdicts is None or not ctx.replayable or isinstance(out, Suspended) or ctx.response_headers:
+            return
+        if request.headers_changed and ctx.edit is None:
+            return  # a change no step described: hand it over once, never replay it
+        if isinstance(out, Denial):
+            verdict = Verdict(out, None, recheck=ctx.recheck)
+        elif ctx.edit is None:
+            verdict = Verdict(None, out.caller, out.path, recheck=ctx.recheck)
+        else:
+            drop, add = ctx.edit
+            try:
+                names = frozenset([n.encode("latin-1") for n in drop])
+                pairs = tuple([(k.encode("latin-1"), v.encode("latin-1")) for k, v in add])
+            except UnicodeEncodeError:
+                return  # the full pipeline fails the same way every time
+            verdict = Verdict(None, out.caller, out.path, names, pairs, ctx.recheck)
+        if len(verdicts) >= _VERDICTS_SIZE:
+            verdicts.clear()  # not an eviction loop: threads share this dict without a lock
+        verdicts[key] = verdict
 
 
 def compile_inbound(
@@ -217,13 +292,19 @@ def compile_inbound(
         if step is not None:
             steps.append(step)
             names.append(name)
-    return Compiled(snapshot, peer_policy(snapshot), tuple(steps), tuple(names))
+    declared: list[MemoReads | None] = [getattr(step, "memo_reads", None) for step in steps]
+    reads = [r for r in declared if r is not None]
+    if len(reads) < len(declared) or not all(n.isascii() for r in reads for n in r.headers):
+        return Compiled(snapshot, peer_policy(snapshot), tuple(steps), tuple(names))
+    union = MemoReads(any(r.addresses for r in reads), frozenset().union(*(r.headers for r in reads)))
+    return Compiled(snapshot, peer_policy(snapshot), tuple(steps), tuple(names), {}, union,
+                    frozenset(n.encode("ascii") for n in union.headers))
 
 
 class Inbound:
     """What ASGI and WSGI middleware share: mesh, identity, trusted proxies, compiled pipeline."""
 
-    __slots__ = ("_compile_lock", "_compiled", "_proxied", "factories", "identity", "mesh", "proxies", "shared",
+    __slots__ = ("_compile_lock", "_compiled", "factories", "identity", "mesh", "proxied", "proxies", "shared",
                  "verifier")
 
     def __init__(
@@ -238,7 +319,7 @@ class Inbound:
         self.identity = LocalIdentity(mesh, certificate=certificate, ca=ca)
         self.verifier = PeerVerifier(mesh, self.identity)
         self.proxies = TrustedProxies(trusted_proxies)
-        self._proxied = bool(self.proxies)  # read per request: most middlewares trust no proxy
+        self.proxied = bool(self.proxies)  # read per request: most middlewares trust no proxy
         self.factories: tuple[tuple[str, StepFactory], ...] = STEP_FACTORIES  # read at each compile
         self.shared = Shared(mesh)
         self._compiled: Compiled | None = None
@@ -270,20 +351,28 @@ class Inbound:
             log.info("pymesh: peer certificate refused: %s", exc.reason)
             return None, exc.reason
 
-    def start(self, request: InboundRequest, peer_error: str | None = None) -> Context | Denial | Suspended:
+    def start(self, request: InboundRequest, peer_error: str | None = None,
+              compiled: Compiled | None = None, key: Any = None) -> Context | Denial | Suspended:
         """Run the pipeline up to its first I/O: the Context to go on, the Denial to answer, or
-        a :class:`Suspended` to drive. Without I/O (the common case) no coroutine is involved."""
-        compiled = self.compiled()
+        a :class:`Suspended` to drive. Without I/O (the common case) no coroutine is involved.
+        ``compiled``: the pipeline the caller already read (:meth:`compiled`), so both agree;
+        ``key``: remember the answer under it (:meth:`Compiled.remember`)."""
+        if compiled is None:
+            compiled = self.compiled()
         if "," in request.host:
             # Two Host headers (joined by the server, or by the ASGI adapter): which one would the
             # app read? RFC 9112 answers 400, and policies never judge an ambiguous host.
             return _AMBIGUOUS_HOST
-        if self._proxied and self.proxies.trusts(request.source_ip, request.peer):
+        if self.proxied and self.proxies.trusts(request.source_ip, request.peer):
             if request.peer is None and peer_error is None:
                 request.peer = xfcc_peer(request.header_values("x-forwarded-client-cert"))
         elif request.has_any(IDENTITY_HEADERS):
             request.headers = strip_identity_headers(request.headers)
-        return _run(compiled.steps, 0, request, Context(compiled.snapshot, request.peer, peer_error))
+        ctx = Context(compiled.snapshot, request.peer, peer_error)
+        out = _run(compiled.steps, 0, request, ctx)
+        if key is not None:
+            compiled.remember(key, request, ctx, out)
+        return out
 
     def handle(self, request: InboundRequest, peer_error: str | None = None) -> Context | Denial:
         """Run the pipeline, blocking for any I/O a step needs (WSGI); the Context (with ``caller``

@@ -37,6 +37,7 @@ from typing import Any
 
 import jwt
 
+from pymesh.forking import after_fork_in_child
 from pymesh.inbound.fetch import bounded_get
 
 __all__ = ["MAX_JWKS_BYTES", "Fetcher", "JwksCache", "JwksRegistry", "Key", "KeySet", "parse_jwks"]
@@ -188,8 +189,23 @@ class JwksCache:
             self._fetched_at = float("inf")
             self.generation = 1
         elif background:
-            self._thread = threading.Thread(target=self._run, name=f"pymesh-jwks {uri or issuer}", daemon=True)
-            self._thread.start()
+            self._start()
+            after_fork_in_child(self._after_fork)
+
+    def _start(self) -> None:
+        name = f"pymesh-jwks {self.uri or self.issuer}"
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _after_fork(self) -> None:
+        # The refresh thread did not come along: without it the keys would go stale in the child.
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._wake = threading.Event()
+        self._waiters = []  # futures of the parent's event loops
+        self._in_flight = False
+        if not self._closed:
+            self._start()
 
     # -- the request path: no I/O, short critical sections ----------------------------------------
 

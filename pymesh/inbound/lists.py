@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 
 import httpx
 
+from pymesh.forking import after_fork_in_child
 from pymesh.inbound.fetch import bounded_get
 
 __all__ = ["MAX_LIST_BYTES", "ListRegistry", "ProviderList"]
@@ -54,8 +55,21 @@ class ProviderList:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if background:
-            self._thread = threading.Thread(target=self._run, name=f"pymesh-list {url}", daemon=True)
-            self._thread.start()
+            self._start()
+            after_fork_in_child(self._after_fork)
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"pymesh-list {self.url}", daemon=True)
+        self._thread.start()
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # the refresh thread did not come along: start another
+        ready, self._ready = self._ready, threading.Event()
+        if ready.is_set():
+            self._ready.set()
+        if not self._stop.is_set():
+            self._stop = threading.Event()
+            self._start()
 
     def entries(self) -> tuple[str, ...] | None:
         with self._lock:

@@ -25,11 +25,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 from pymesh.config.resource import Resource
 from pymesh.config.security import MtlsMode, PeerAuthentication
-from pymesh.inbound.request import Denial, InboundRequest
+from pymesh.inbound.request import Denial, InboundRequest, MemoReads
 
 if TYPE_CHECKING:
     from pymesh.inbound.core import Context
@@ -107,6 +107,7 @@ class _PeerStep:
     """The pipeline step: admit or refuse the connection's peer, and record its identity."""
 
     __slots__ = ("_mode", "_ports")
+    memo_reads: ClassVar[MemoReads] = MemoReads()  # the port and the peer only (core.memoizable)
 
     def __init__(self, policy: PeerPolicy) -> None:
         self._mode: Mode = policy.mode

@@ -25,7 +25,7 @@ from pymesh.inbound.extauthz import ExtAuthz, ExtAuthzResult
 from pymesh.inbound.legacy import LegacyEnforcer
 from pymesh.inbound.lists import ProviderList
 from pymesh.inbound.paths import Normalized, mode_of, normalize
-from pymesh.inbound.request import Denial, InboundRequest
+from pymesh.inbound.request import Denial, InboundRequest, MemoReads
 
 if TYPE_CHECKING:
     from pymesh.inbound.core import Context, Pending, Shared, Step
@@ -52,6 +52,8 @@ def paths_step(snapshot: Snapshot, shared: Shared) -> Step:
     ``/admin%2Fusers`` would reach the app's ``/admin/users`` past a DENY on ``/admin/*``.
     ``DECODE_AND_MERGE_SLASHES`` decodes them instead, and policies judge the decoded path.
     """
+    from pymesh.inbound.core import memoizable
+
     mode = mode_of(snapshot.mesh_config.path_normalization.normalization)
     # Normalization is a pure function of the raw target, and most traffic repeats a few
     # targets: remember the verdicts (bounded, short targets only; a new snapshot starts afresh).
@@ -66,6 +68,7 @@ def paths_step(snapshot: Snapshot, shared: Shared) -> Step:
         target = out.target
         return out, (target if target != raw_path else None)
 
+    @memoizable
     def step(request: InboundRequest, ctx: Context) -> Denial | None:
         raw_path = request.raw_path
         verdict = seen.get(raw_path)
@@ -87,7 +90,7 @@ def paths_step(snapshot: Snapshot, shared: Shared) -> Step:
 
 def policy_step(snapshot: Snapshot, shared: Shared) -> Step | None:
     """Authentication and authorization for the snapshot's own workload; None when nothing applies."""
-    from pymesh.inbound.core import Pending
+    from pymesh.inbound.core import Pending, memoizable
 
     mc = snapshot.mesh_config
     local = snapshot.local_policies
@@ -135,6 +138,7 @@ def policy_step(snapshot: Snapshot, shared: Shared) -> Step | None:
             if refused is not None:
                 return refused
         if isinstance(out, Denial):
+            ctx.replayable = False  # a 401 may not hold for long (a token not yet valid, keys on their way)
             return out
         if isinstance(out, KeysPending):
             return _KEYS_FAILED  # still no keys after the wait: refuse, never guess
@@ -142,7 +146,11 @@ def policy_step(snapshot: Snapshot, shared: Shared) -> Step | None:
         drop = out.drop
         if drop:
             request.headers = (*[h for h in request.headers if h[0] not in drop], *out.set_headers)
+            ctx.edit = (drop, out.set_headers)
         if identity is not None:
+            if out.recheck is None:
+                ctx.replayable = False
+            ctx.recheck = out.recheck
             ctx.identity = identity
             ctx.request_principal = identity.principal
             ctx.claims = identity.claims
@@ -172,6 +180,12 @@ def policy_step(snapshot: Snapshot, shared: Shared) -> Step | None:
                        arun=lambda: checker.check_async(request, norm.path, norm.query),
                        resume=lambda result: _custom(request, ctx, result))
 
+    # Without Mixer checks (lists that change, per-request state), the answer rests on the request
+    # line, the peer, what authorization reads and the token headers: it may be remembered.
+    reads = authz.memo_reads
+    if not legacy_on and reads is not None:
+        headers = reads.headers | authn.memo_headers if authn_on else reads.headers
+        return memoizable(step, MemoReads(reads.addresses, headers))
     return step
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pymesh.security.identity import PeerIdentity
 
-__all__ = ["ANONYMOUS", "NO_CLAIMS", "Caller", "Denial", "InboundRequest"]
+__all__ = ["ANONYMOUS", "NO_CLAIMS", "Caller", "Denial", "InboundRequest", "MemoReads"]
 
 NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
 
@@ -144,3 +144,24 @@ class Denial:
     status: int
     body: bytes
     headers: tuple[tuple[str, str], ...] = ()
+    _encoded: tuple[tuple[bytes, bytes], ...] | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def encoded_headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        """``headers`` as latin-1 byte pairs, with the ``content-length``; built once per Denial
+        (most are module constants, or remembered with a verdict)."""
+        encoded = self._encoded
+        if encoded is None:
+            encoded = (*[(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers],
+                       (b"content-length", str(len(self.body)).encode("ascii")))
+            object.__setattr__(self, "_encoded", encoded)
+        return encoded
+
+
+@dataclass(frozen=True, slots=True)
+class MemoReads:
+    """What a step declared memoizable (``pymesh.inbound.core.memoizable``) reads beyond the method,
+    target, Host, destination port and verified peer."""
+
+    addresses: bool = False  # the source and destination IPs
+    headers: frozenset[str] = frozenset()  # lower-case names, every value of which the key must hold

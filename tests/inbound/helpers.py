@@ -16,7 +16,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import httpx
@@ -28,6 +28,7 @@ from werkzeug.wrappers import Request as WerkzeugRequest
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 import pymesh
+from pymesh import asgi
 from pymesh.inbound.request import Caller
 from pymesh.security.identity import WorkloadCertificate
 from pymesh.security.tls import client_context
@@ -152,3 +153,32 @@ def refused(call: Callable[[], object]) -> bool:
     except (httpx.TransportError, ssl.SSLError, ConnectionError):
         return True
     return False
+
+
+def asgi_call(mw: asgi.MeshMiddleware, raw_path: bytes = b"/ok", headers: list[tuple[bytes, bytes]] | None = None,
+              *, method: str = "GET", query: bytes = b"", client: str = "10.0.0.9",
+              port: int = 8080) -> tuple[int, dict[str, Any]]:
+    """One request through ``mw`` around an app that answers 200: (status, the scope the app saw,
+    with the response headers under ``response_headers``)."""
+    seen: dict[str, Any] = {}
+    statuses: list[int] = []
+
+    async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        seen.update(scope)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    async def receive() -> MutableMapping[str, Any]:
+        return {"type": "http.request"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+            seen["response_headers"] = message["headers"]
+
+    mw.app = app
+    scope = {"type": "http", "method": method, "path": raw_path.decode(), "raw_path": raw_path,
+             "query_string": query, "scheme": "http",
+             "headers": headers if headers is not None else [(b"host", b"web")],
+             "client": (client, 5555), "server": ("10.0.0.1", port)}
+    asyncio.run(mw(scope, receive, send))
+    return statuses[0], seen

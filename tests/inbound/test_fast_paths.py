@@ -3,8 +3,6 @@ lazily decoded headers, prebuilt verdicts, and a reload taking effect on the ver
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +10,7 @@ import pymesh
 from pymesh import asgi
 from pymesh.inbound.request import InboundRequest
 from tests.inbound.helpers import WORKLOAD
+from tests.inbound.helpers import asgi_call as call
 
 ALLOW_OK = """apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -38,30 +37,6 @@ data:
   mesh: |
     pathNormalization: {normalization: MERGE_SLASHES}
 """
-
-
-def call(mw: asgi.MeshMiddleware, raw_path: bytes, headers: list[tuple[bytes, bytes]] | None = None,
-         ) -> tuple[int, dict[str, Any]]:
-    seen: dict[str, Any] = {}
-    statuses: list[int] = []
-
-    async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        seen.update(scope)
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-
-    async def receive() -> MutableMapping[str, Any]:
-        return {"type": "http.request"}
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-
-    mw.app = app
-    scope = {"type": "http", "method": "GET", "path": raw_path.decode(), "raw_path": raw_path, "query_string": b"",
-             "scheme": "http", "headers": headers if headers is not None else [(b"host", b"web")],
-             "client": ("10.0.0.9", 5555), "server": ("10.0.0.1", 8080)}
-    asyncio.run(mw(scope, receive, send))
-    return statuses[0], seen
 
 
 def test_a_reload_that_adds_a_policy_applies_to_the_next_request(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 import pymesh
 from pymesh import asgi, wsgi
 from tests.inbound.helpers import TIMEOUT, WORKLOAD, WerkzeugThread, wsgi_who
-from tests.inbound.test_fast_paths import call
+from tests.inbound.helpers import asgi_call as call
 
 DENY_SECRET = """apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
