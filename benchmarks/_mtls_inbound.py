@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import itertools
 import json
 import math
 import ssl
@@ -219,7 +220,16 @@ def sc_inbound(env: Env, stack: contextlib.ExitStack) -> dict[str, Any]:
 
     ok, deny = scope("/ok"), scope("/denied")
     batch, batches = (200, 5) if env.s.quick else (1000, 40)
-    calls: dict[str, Callable[[], None]] = {"bare app": lambda: _asgi_drive(app(ok, receive, send))}
+    serial = itertools.count()
+
+    def fresh() -> dict[str, Any]:
+        # GET /ok?i=<n>: a target no earlier request had, so the middleware's verdict memo never
+        # helps. Its baseline builds the same scope for the bare app, so only the middleware differs.
+        return {**ok, "query_string": b"i=%d" % next(serial)}
+
+    calls: dict[str, Callable[[], None]] = {"bare app": lambda: _asgi_drive(app(ok, receive, send)),
+                                            "bare app, every request new": lambda: _asgi_drive(app(fresh(), receive,
+                                                                                                   send))}
     enforced: dict[int, bool] = {}
     load_s: dict[int, float] = {}
     workload = Workload(name="server", namespace=NS, labels={"app": "server"})
@@ -239,6 +249,8 @@ def sc_inbound(env: Env, stack: contextlib.ExitStack) -> dict[str, Any]:
         calls[f"{n} policies"] = (lambda m: lambda: _asgi_drive(m(ok, receive, send)))(mw)
         if n:  # the other worst case: no policy allows the path, so all n+1 are checked before the 403
             calls[f"{n} policies, denied"] = (lambda m: lambda: _asgi_drive(m(deny, receive, send)))(mw)
+        if n == counts[-1] or n == 10:  # traffic that never repeats: the full pipeline on every request
+            calls[f"{n} policies, every request new"] = (lambda m: lambda: _asgi_drive(m(fresh(), receive, send)))(mw)
     per: dict[str, list[float]] = {k: [] for k in calls}
     rounds = 3 if env.s.quick else 8
     names = list(calls)
@@ -246,18 +258,27 @@ def sc_inbound(env: Env, stack: contextlib.ExitStack) -> dict[str, Any]:
         for name in names if r % 2 == 0 else names[::-1]:
             per[name] += per_call_ns(calls[name], batch=batch, batches=max(1, batches // rounds), warmup=200)
     bare = statistics.median(per["bare app"])
-    rows = [{"policies": None if k == "bare app" else int(k.split()[0]), "label": k,
-             "ns_per_call": round(statistics.median(v), 1), "added_ns": round(statistics.median(v) - bare, 1),
-             "authz_enforced": enforced.get(int(k.split()[0])) if k != "bare app" else None,
-             "load_s": round(load_s[int(k.split()[0])], 3) if k != "bare app" else None,
-             "request": "GET /denied (403)" if k.endswith("denied") else "GET /ok"} for k, v in per.items()]
+    bare_new = statistics.median(per["bare app, every request new"])
+
+    def row(k: str, v: list[float]) -> dict[str, Any]:
+        is_bare, new = k.startswith("bare app"), k.endswith("every request new")
+        n = None if is_bare else int(k.split()[0])
+        return {"policies": n, "label": k, "ns_per_call": round(statistics.median(v), 1),
+                "added_ns": round(statistics.median(v) - (bare_new if new else bare), 1),
+                "authz_enforced": enforced.get(n) if n is not None else None,
+                "load_s": round(load_s[n], 3) if n is not None else None, "memo": "miss" if new else "hit",
+                "request": "GET /denied (403)" if k.endswith("denied") else "GET /ok?i=<new>" if new else "GET /ok"}
+
+    rows = [row(k, v) for k, v in per.items()]
     all_enforced = all(enforced.values())
     jwt = _inbound_jwt(middleware, app, receive, send, statuses, scope, workload, stack, batch, batches, rounds)
     return {"status": "ok", "rows": rows, "authz_enforced": all_enforced,
             "method": "direct ASGI calls driven without an event loop (the app and the middleware never suspend), "
                       f"median of batches of {batch}, thread CPU time, {rounds} interleaved rounds; request GET /ok "
                       "allowed by the last of n+1 ALLOW policies (it sorts last by name); ', denied' rows: "
-                      "GET /denied, which none allows; 'enforced' = GET /denied answered 403",
+                      "GET /denied, which none allows; 'every request new' rows: GET /ok?i=<n> with a query no "
+                      "earlier request had, so the ASGI verdict memo never answers (against a bare app given the "
+                      "same fresh scopes); 'enforced' = GET /denied answered 403",
             "note": None if all_enforced else "the middleware let GET /denied through with ALLOW policies in force: "
                                               "authorization is not wired into the inbound pipeline yet, so these "
                                               "rows measure the pipeline without it",

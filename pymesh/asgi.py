@@ -86,7 +86,8 @@ class MeshMiddleware:
         verdicts = compiled.verdicts
         raw = scope.get("raw_path")
         query = scope.get("query_string") or b""
-        if (verdicts is not None and raw and not marked and peer_error is None and not inbound.proxied
+        if (verdicts is not None and verdicts.active() and raw and not marked and peer_error is None
+                and not inbound.proxied
                 and len(raw) + len(query) + sum(len(v) for _, v in carried) <= _MEMO_KEY_BYTES):
             # What memoizable steps read (core.memoizable), as the server gave it.
             server = scope.get("server") or ("", 0)

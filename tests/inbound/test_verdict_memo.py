@@ -233,3 +233,35 @@ def test_long_targets_are_answered_but_not_remembered(make_mesh: Any) -> None:
     assert not mw.inbound.compiled().verdicts
     call(mw, query=b"q=short")
     assert len(mw.inbound.compiled().verdicts or {}) == 1
+
+
+def test_the_memo_rests_when_traffic_does_not_repeat() -> None:
+    from pymesh.inbound.core import _REST, _VERDICTS_SIZE, VerdictMemo
+
+    answer = Verdict(None, None)
+    unique = VerdictMemo()
+    for i in range(_VERDICTS_SIZE):  # a whole fill, and not one hit
+        assert unique.active()
+        assert unique.get(i) is None
+        unique[i] = answer
+    unique[_VERDICTS_SIZE] = answer  # full: it starts over, and rests
+    assert len(unique) == 1
+    assert [unique.active() for _ in range(_REST)] == [False] * _REST
+    assert unique.active()  # then tries again
+
+    repeating = VerdictMemo()
+    for i in range(_VERDICTS_SIZE):
+        repeating[i] = answer
+        assert repeating.get(i) is answer  # every answer used again
+    repeating[_VERDICTS_SIZE] = answer
+    assert repeating.active()  # a memo that pays for itself keeps working
+
+
+def test_unique_targets_put_the_memo_to_rest_and_answers_stay_right(make_mesh: Any) -> None:
+    mw, ref = asgi.MeshMiddleware(None, mesh=make_mesh(POLICIES)), reference(make_mesh(POLICIES))  # type: ignore[arg-type]
+    memo = mw.inbound.compiled().verdicts
+    assert memo is not None
+    for i in range(1100):
+        query = b"i=%d" % i
+        assert _observed(*call(mw, query=query)) == _observed(*call(ref, query=query))
+    assert not memo.active()  # resting: no key is built for the next requests
