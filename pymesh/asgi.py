@@ -35,8 +35,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _IDENTITY = frozenset(n.encode("latin-1") for n in IDENTITY_HEADERS)
-# Requests with a longer target and keyed headers are not remembered: the memo stays a few MB at most.
+# Requests with a longer target, Host and keyed headers (each header counted with its tuple and name),
+# or with more keyed headers than this, are not remembered: the memo stays a few MB at most.
 _MEMO_KEY_BYTES = 4096
+_MEMO_KEY_HEADERS = 16
 
 
 class MeshMiddleware:
@@ -63,6 +65,9 @@ class MeshMiddleware:
         inbound = self.inbound
         compiled = inbound.compiled()
         raw_headers = scope.get("headers") or ()
+        if not isinstance(raw_headers, (list, tuple)):  # ASGI allows any iterable: read it once, keep it
+            raw_headers = list(raw_headers)
+            scope = {**scope, "headers": raw_headers}
         keyed = compiled.keyed_headers
         hosts: list[bytes] = []
         carried: list[tuple[bytes, bytes]] = []  # the other headers memoized steps read
@@ -88,7 +93,9 @@ class MeshMiddleware:
         query = scope.get("query_string") or b""
         if (verdicts is not None and verdicts.active() and raw and not marked and peer_error is None
                 and not inbound.proxied
-                and len(raw) + len(query) + sum(len(v) for _, v in carried) <= _MEMO_KEY_BYTES):
+                and len(carried) <= _MEMO_KEY_HEADERS
+                and len(raw) + len(query) + len(host) + len(scope.get("method", "GET"))
+                + sum(len(v) + 64 for _, v in carried) <= _MEMO_KEY_BYTES):
             # What memoizable steps read (core.memoizable), as the server gave it.
             server = scope.get("server") or ("", 0)
             key = (scope.get("method", "GET"), scope.get("scheme"), raw, query, host, server[1],

@@ -259,8 +259,9 @@ class VerdictMemo:
         self._resting = 0  # requests left to pass without looking
 
     def active(self) -> bool:
-        if self._resting:
-            self._resting -= 1
+        resting = self._resting
+        if resting > 0:  # threads may race here: the count may end a little off, never below zero for long
+            self._resting = resting - 1
             return False
         return True
 

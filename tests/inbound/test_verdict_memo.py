@@ -265,3 +265,24 @@ def test_unique_targets_put_the_memo_to_rest_and_answers_stay_right(make_mesh: A
         query = b"i=%d" % i
         assert _observed(*call(mw, query=query)) == _observed(*call(ref, query=query))
     assert not memo.active()  # resting: no key is built for the next requests
+
+
+def test_keys_that_would_hold_much_are_not_kept(make_mesh: Any) -> None:
+    # The bound counts every part of the key a client controls: many small keyed headers and a long
+    # Host would otherwise make each remembered 403 hold far more than the request line's size.
+    mw, ref = asgi.MeshMiddleware(None, mesh=make_mesh(POLICIES)), reference(make_mesh(POLICIES))  # type: ignore[arg-type]
+    many = [(b"host", b"web"), *[(b"x-role", b"ok")] * 200]
+    long_host = [(b"host", b"w" * 5000)]
+    for headers in (many, long_host):
+        for _ in range(2):
+            assert _observed(*call(mw, headers=headers)) == _observed(*call(ref, headers=headers))
+    assert not mw.inbound.compiled().verdicts
+
+
+def test_headers_given_as_a_one_shot_iterable_are_read_once_and_still_judged(make_mesh: Any) -> None:
+    mw = asgi.MeshMiddleware(None, mesh=make_mesh(POLICIES))  # type: ignore[arg-type]
+    status, seen = call(mw, headers=iter([(b"host", b"web"), (b"x-role", b"intruder")]))  # type: ignore[arg-type]
+    assert status == 403  # the DENY on x-role still saw the header
+    status, seen = call(mw, headers=iter([(b"host", b"web"), (b"x-role", b"ok")]))  # type: ignore[arg-type]
+    assert status == 200
+    assert (b"x-role", b"ok") in seen["headers"]  # and the app still gets them
