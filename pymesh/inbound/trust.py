@@ -119,7 +119,7 @@ class PeerVerifier:
             return hit[0]
         peer = verify_peer(chain, roots, trust_domains=domains, now=now,
                            allow_legacy_chain=self._identity.allow_legacy_chain)
-        entry = (peer, _not_after(chain[0]))
+        entry = (peer, min(_not_after(der) for der in chain))  # until the first certificate of the chain expires
         with self._lock:
             if len(self._cache) >= _CACHE_SIZE:
                 self._cache.pop(next(iter(self._cache)), None)
@@ -127,7 +127,7 @@ class PeerVerifier:
         return peer
 
 
-def _not_after(leaf_der: bytes) -> datetime:
+def _not_after(der: bytes) -> datetime:
     from cryptography import x509
 
-    return x509.load_der_x509_certificate(leaf_der).not_valid_after_utc
+    return x509.load_der_x509_certificate(der).not_valid_after_utc
