@@ -6,7 +6,8 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,6 +75,7 @@ class Mesh:
         self._limits = limits
         self._lock = threading.Lock()  # serialises reloads; readers never take it
         self._watcher: _Watcher | None = None
+        self._closers: list[weakref.WeakMethod[Callable[[], None]]] = []
         self._runtime = Runtime()
         self._live = _Live.of(build(self._load(), self._workload))
         after_fork_in_child(self._after_fork)
@@ -216,12 +218,23 @@ class Mesh:
         live = self._live
         return decide(live.router, info_for(method, url, headers, source_ip), url, self._runtime.rng)
 
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call the bound method ``callback`` at ``close()``, if its object still lives then (held weakly:
+        a middleware that is dropped early is not kept alive by the mesh)."""
+        self._closers = [ref for ref in self._closers if ref() is not None]
+        self._closers.append(weakref.WeakMethod(callback))
+
     def close(self) -> None:
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
         if self._identity_made and self._identity is not None:
             self._identity.stop()
+        closers, self._closers = self._closers, []
+        for ref in closers:  # what was built on this mesh: middleware clients, key and list fetchers
+            callback = ref()
+            if callback is not None:
+                callback()
 
     def __enter__(self) -> Mesh:
         return self

@@ -566,3 +566,30 @@ def test_watch_applies_a_change_only_once_two_polls_agree(tmp_path: Path) -> Non
         assert watcher.poll() is True  # the same twice: applied
         assert names(mesh) == ["a", "b"]
         assert watcher.poll() is False  # nothing new
+
+
+def test_closing_the_mesh_ends_what_middlewares_built_on_it() -> None:
+    # A middleware's JWKS fetchers and CUSTOM-authorizer clients live as long as its mesh, not the process.
+    import time as _time
+
+    from pymesh import asgi
+
+    config = """apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: shop}
+spec:
+  jwtRules: [{issuer: "https://issuer.test", jwksUri: "https://127.0.0.1:9/jwks"}]
+"""
+    mesh = Mesh.from_yaml(config, workload=Workload(name="web", namespace="shop", labels={"app": "web"}))
+    middleware = asgi.MeshMiddleware(None, mesh=mesh)  # type: ignore[arg-type]
+    middleware.inbound.compiled()  # compiling the pipeline starts the key fetcher
+
+    def fetchers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("pymesh-jwks https://127.0.0.1:9/")]
+
+    assert fetchers()
+    mesh.close()
+    deadline = _time.monotonic() + 5
+    while fetchers() and _time.monotonic() < deadline:
+        _time.sleep(0.02)
+    assert not fetchers()

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -161,35 +162,57 @@ def _run(steps: tuple[Step, ...], start: int, request: InboundRequest, ctx: Cont
     return ctx
 
 
+class _Clients:
+    """The mesh clients a CUSTOM authorizer is called with, made on first use."""
+
+    __slots__ = ("async_", "sync")
+
+    def __init__(self) -> None:
+        self.sync: httpx.Client | None = None
+        self.async_: httpx.AsyncClient | None = None
+
+
 class Shared:
     """What outlives a snapshot for one middleware: JWKS caches, the clients a CUSTOM authorizer is
-    called with (through the mesh, so its traffic is routed like any other)."""
+    called with (through the mesh, so its traffic is routed like any other).
+
+    All of it ends with the mesh (``Mesh.close``), or when the middleware is garbage collected.
+    """
 
     def __init__(self, mesh: Mesh) -> None:
         self.mesh = mesh
         self.jwks = JwksRegistry()
         self.lists = ListRegistry()
-        self._client: httpx.Client | None = None
-        self._async_client: httpx.AsyncClient | None = None
+        self._clients = _Clients()
         self._lock = threading.Lock()
+        mesh.on_close(self.close)
+        # Not a method of self: a finalizer that referred to this object would keep it alive.
+        self._finalizer = weakref.finalize(self, _release, self.jwks, self.lists, self._clients)
 
     def client(self) -> httpx.Client:
         with self._lock:
-            if self._client is None:
-                self._client = self.mesh.client()
-            return self._client
+            if self._clients.sync is None:
+                self._clients.sync = self.mesh.client()
+            return self._clients.sync
 
     def async_client(self) -> httpx.AsyncClient:
         with self._lock:
-            if self._async_client is None:
-                self._async_client = self.mesh.async_client()
-            return self._async_client
+            if self._clients.async_ is None:
+                self._clients.async_ = self.mesh.async_client()
+            return self._clients.async_
 
     def close(self) -> None:
-        self.jwks.close()
-        self.lists.close()
-        if self._client is not None:
-            self._client.close()
+        self._finalizer()  # runs _release once, whichever comes first
+
+
+def _release(jwks: JwksRegistry, lists: ListRegistry, clients: _Clients) -> None:
+    jwks.close()
+    lists.close()
+    sync, clients.sync = clients.sync, None
+    if sync is not None:
+        sync.close()
+    # An async client can only be closed on its loop; dropping it lets its connections go.
+    clients.async_ = None
 
 
 def memoizable(step: Step, reads: MemoReads = _NOTHING_MORE) -> Step:

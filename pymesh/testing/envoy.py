@@ -190,6 +190,9 @@ class EnvoyProcess:
         return (Path(self._dir.name) / "envoy.log").read_text(errors="replace")[-4000:]
 
     def start(self) -> Self:
+        """Start Envoy and wait until it is ready; a second call (``with EnvoyProcess(...).start()``) is a no-op."""
+        if self._proc is not None:
+            return self
         self._dir = tempfile.TemporaryDirectory(prefix=f"pymesh-{self.name}-")
         folder = Path(self._dir.name)
         (folder / "envoy.json").write_text(json.dumps(self.config, indent=1))
