@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 from urllib.parse import quote, unquote
 
-from pymesh.inbound.core import Context, Inbound, Suspended, Verdict
+from pymesh.inbound.core import Compiled, Context, Inbound, Suspended, Verdict
 from pymesh.inbound.headers import IDENTITY_HEADERS
 from pymesh.inbound.request import Denial, InboundRequest
 from pymesh.mesh import Mesh
@@ -89,21 +89,11 @@ class MeshMiddleware:
             sni = tls.get("sni")
         key: Any = None
         verdicts = compiled.verdicts
-        raw = scope.get("raw_path")
-        query = scope.get("query_string") or b""
-        if (verdicts is not None and verdicts.active() and raw and not marked and peer_error is None
-                and not inbound.proxied
-                and len(carried) <= _MEMO_KEY_HEADERS
-                and len(raw) + len(query) + len(host) + len(scope.get("method", "GET"))
-                + sum(len(v) + 64 for _, v in carried) <= _MEMO_KEY_BYTES):
-            # What memoizable steps read (core.memoizable), as the server gave it.
-            server = scope.get("server") or ("", 0)
-            key = (scope.get("method", "GET"), scope.get("scheme"), raw, query, host, server[1],
-                   None if peer is None else peer.spiffe_id.uri, sni, tuple(carried))
-            if compiled.reads.addresses:
-                key += (str((scope.get("client") or ("",))[0] or ""), str(server[0] or ""))
+        if (verdicts is not None and verdicts.active() and not marked and peer_error is None
+                and not inbound.proxied):
+            key = _memo_key(scope, compiled, host, carried, peer, sni)
             try:
-                verdict = verdicts.get(key)
+                verdict = verdicts.get(key) if key is not None else None
             except TypeError:  # a value ASGI does not allow (a bytearray): no memo for this request
                 verdict = key = None
             if verdict is not None and (verdict.recheck is None or verdict.recheck()):
@@ -162,6 +152,23 @@ def _chain(pems: Iterable[str]) -> tuple[bytes, ...]:
         return tuple(ssl.PEM_cert_to_DER_cert(pem) for pem in pems)
     except (ValueError, TypeError):
         return (b"",)  # present but unreadable: refused by verification, never ignored
+
+
+def _memo_key(scope: Scope, compiled: Compiled, host: bytes, carried: list[tuple[bytes, bytes]],
+              peer: PeerIdentity | None, sni: str | None) -> tuple[Any, ...] | None:
+    """What memoizable steps read (``core.memoizable``), as the server gave it; None: too big to keep."""
+    raw = scope.get("raw_path")
+    query = scope.get("query_string") or b""
+    method = scope.get("method", "GET")
+    if not raw or len(carried) > _MEMO_KEY_HEADERS or (
+            len(raw) + len(query) + len(host) + len(method) + sum(len(v) + 64 for _, v in carried) > _MEMO_KEY_BYTES):
+        return None
+    server = scope.get("server") or ("", 0)
+    key: tuple[Any, ...] = (method, scope.get("scheme"), raw, query, host, server[1],
+                            None if peer is None else peer.spiffe_id.uri, sni, tuple(carried))
+    if compiled.reads.addresses:
+        key += (str((scope.get("client") or ("",))[0] or ""), str(server[0] or ""))
+    return key
 
 
 def _apply(scope: Scope, request: InboundRequest, ctx: Context) -> None:

@@ -11,31 +11,23 @@ what belongs to the parent (without closing the parent's connections) and restar
 from __future__ import annotations
 
 import os
-import threading
-import weakref
 from collections.abc import Callable
+
+from pymesh.callbacks import WeakCallbacks
 
 __all__ = ["after_fork_in_child"]
 
-_hooks: list[weakref.WeakMethod[Callable[[], None]]] = []
-_lock = threading.Lock()
+_hooks = WeakCallbacks()
 
 
 def after_fork_in_child(method: Callable[[], None]) -> None:
     """Call the bound ``method`` in every forked child, for as long as its object lives."""
-    ref = weakref.WeakMethod(method)
-    with _lock:
-        _hooks[:] = [h for h in _hooks if h() is not None]
-        _hooks.append(ref)
+    _hooks.add(method)
 
 
 def _run_hooks() -> None:
-    global _lock
-    _lock = threading.Lock()  # the parent's may have been held by a thread that does not exist here
-    for ref in list(_hooks):
-        method = ref()
-        if method is not None:
-            method()
+    _hooks.after_fork()
+    _hooks.call()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork

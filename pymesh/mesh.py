@@ -6,12 +6,12 @@ import hashlib
 import logging
 import os
 import threading
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pymesh.callbacks import WeakCallbacks
 from pymesh.config.load import Config, SourceSpec, Text, load
 from pymesh.config.source import Limits, discover
 from pymesh.errors import ConfigError, Issue
@@ -75,7 +75,7 @@ class Mesh:
         self._limits = limits
         self._lock = threading.Lock()  # serialises reloads; readers never take it
         self._watcher: _Watcher | None = None
-        self._closers: list[weakref.WeakMethod[Callable[[], None]]] = []
+        self._closers = WeakCallbacks()
         self._runtime = Runtime()
         self._live = _Live.of(build(self._load(), self._workload))
         after_fork_in_child(self._after_fork)
@@ -84,6 +84,7 @@ class Mesh:
         # The parent's counters, connection gates and random sequence stay the parent's: each
         # child draws its own weighted picks and jitter. Its watcher thread did not come along.
         self._lock = threading.Lock()
+        self._closers.after_fork()
         self._runtime = Runtime()
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
@@ -221,8 +222,7 @@ class Mesh:
     def on_close(self, callback: Callable[[], None]) -> None:
         """Call the bound method ``callback`` at ``close()``, if its object still lives then (held weakly:
         a middleware that is dropped early is not kept alive by the mesh)."""
-        self._closers = [ref for ref in self._closers if ref() is not None]
-        self._closers.append(weakref.WeakMethod(callback))
+        self._closers.add(callback)
 
     def close(self) -> None:
         if self._watcher is not None:
@@ -230,11 +230,7 @@ class Mesh:
             self._watcher = None
         if self._identity_made and self._identity is not None:
             self._identity.stop()
-        closers, self._closers = self._closers, []
-        for ref in closers:  # what was built on this mesh: middleware clients, key and list fetchers
-            callback = ref()
-            if callback is not None:
-                callback()
+        self._closers.call(forget=True)  # what was built on this mesh: middleware clients, key and list fetchers
 
     def __enter__(self) -> Mesh:
         return self

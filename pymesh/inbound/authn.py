@@ -49,6 +49,7 @@ from pymesh.inbound.request import ANONYMOUS, Caller, Denial, InboundRequest
 __all__ = [
     "LEEWAY_SECONDS",
     "MAX_TOKEN_BYTES",
+    "NO_TOKEN",
     "Authenticator",
     "AuthnOutcome",
     "Identity",
@@ -101,7 +102,7 @@ class AuthnOutcome:
                                                                                   ident.claims))
 
 
-_NO_RULES = AuthnOutcome(None)
+NO_TOKEN = AuthnOutcome(None)  # no RequestAuthentication applies: no identity, nothing to strip
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,16 +171,20 @@ class _Verified:
         """True when :meth:`Authenticator.authenticate` would still accept this token as cached."""
         if self.keys is None or self.rule.cache.keys() is not self.keys:
             return False
-        now = clock()
-        return not ((self.expires is not None and now > self.expires)
-                    or (self.not_before is not None and now + LEEWAY_SECONDS < self.not_before))
+        return self._time_problem(clock()) is None
 
     def check_times(self, now: float) -> None:
         """The same verdicts as ``Authenticator._check_times`` on this token's (already valid) claims."""
+        problem = self._time_problem(now)
+        if problem is not None:
+            raise _Invalid(problem)
+
+    def _time_problem(self, now: float) -> str | None:
         if self.expires is not None and now > self.expires:
-            raise _Invalid("Jwt is expired")
+            return "Jwt is expired"
         if self.not_before is not None and now + LEEWAY_SECONDS < self.not_before:
-            raise _Invalid("Jwt not yet valid")
+            return "Jwt not yet valid"
+        return None
 
 
 class _Invalid(Exception):
@@ -274,7 +279,7 @@ class Authenticator:
     ) -> AuthnOutcome | Denial | KeysPending:
         """Verify the request's token, if any. ``path``/``query``: the normalized target (for the realm)."""
         if not self._rules:
-            return _NO_RULES
+            return NO_TOKEN
         if request.method == "OPTIONS" and request.header_values("origin") and request.header_values(
                 "access-control-request-method"):
             return self._anonymous  # CORS preflight: Istio skips JWT checks

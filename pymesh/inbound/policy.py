@@ -19,7 +19,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from pymesh.inbound.authn import Authenticator, AuthnOutcome, Identity, KeysPending
+from pymesh.inbound.authn import NO_TOKEN, Authenticator, AuthnOutcome, Identity, KeysPending
 from pymesh.inbound.authz import Authorizer, Decision
 from pymesh.inbound.extauthz import ExtAuthz, ExtAuthzResult
 from pymesh.inbound.legacy import LegacyEnforcer
@@ -39,7 +39,6 @@ KEYS_WAIT = 5.0  # seconds a request waits for a JWKS fetch it needs (Istio's de
 LIST_WAIT = 5.0  # seconds a request waits for a Mixer list's first fetch
 _KEYS_FAILED = Denial(401, b"Jwks remote fetch is failed", (("content-type", "text/plain"),))
 _ESCAPED_SLASH = Denial(400, b"Bad Request", (("content-type", "text/plain"),))
-_NO_TOKEN = AuthnOutcome(None)  # what authentication answers when no RequestAuthentication applies
 _SEEN_SIZE = 1024  # normalized targets remembered per snapshot
 _SEEN_LENGTH = 256  # longer targets are normalized every time, so the memory stays small
 
@@ -122,7 +121,7 @@ def policy_step(snapshot: Snapshot, shared: Shared) -> Step | None:
     def step(request: InboundRequest, ctx: Context) -> Denial | Pending | None:
         norm = ctx.normalized or Normalized(*_split(request.raw_path))
         if not authn_on:
-            return authorize(request, ctx, norm, _NO_TOKEN)
+            return authorize(request, ctx, norm, NO_TOKEN)
         out = authn.authenticate(request, norm.path, norm.query)
         if isinstance(out, KeysPending):
             pending = out

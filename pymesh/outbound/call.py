@@ -140,7 +140,6 @@ class Attempt:
     pool: PoolSettings = DEFAULT_POOL
     gate: ConnectionGate | None = None  # the cluster's connection count (tcp.maxConnections)
     tls: Origination | None = None  # TLS the mesh originates (DestinationRule tls, auto-mTLS)
-    deadline: float | None = None  # monotonic; when the mesh's timeout for this try runs out
 
     def release(self) -> None:
         releases, self.releases = self.releases, []
@@ -300,7 +299,6 @@ class Call:
                 releases.append(functools.partial(balancer.finish, index))
         pool = state.pool if state is not None else DEFAULT_POOL
         extensions, ours = self._timeouts(retry, pool.connect_timeout)
-        deadline = extensions.get(DEADLINE_KEY)
         scheme = "https" if self.info.scheme == "https" else "http"
         # The app's own https stays the app's; a plain request gets the cluster's TLS, if any.
         tls = state.tls[index] if state is not None and index is not None and scheme == "http" else None
@@ -311,7 +309,7 @@ class Call:
             headers.append((b"connection", b"close"))  # maxRequestsPerConnection: 1
         return Attempt(EndpointAddress.of(scheme, host, port), self.request.method.encode("ascii"),
                        self.path.encode("ascii"), headers, extensions, index, ours, releases, pool,
-                       state.connections if state is not None else None, tls, deadline)
+                       state.connections if state is not None else None, tls)
 
     def _overflow(self) -> LocalReply:
         retry = self.retry
@@ -368,7 +366,8 @@ class Call:
 
     def failed(self, attempt: Attempt, exc: httpx.TransportError) -> tuple[Retry | Stop, TryOutcome]:
         if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
-            if not attempt.ours_timeout and (attempt.deadline is None or time.monotonic() < attempt.deadline):
+            deadline = attempt.extensions.get(DEADLINE_KEY)
+            if not attempt.ours_timeout and (deadline is None or time.monotonic() < deadline):
                 raise exc  # the caller's own httpx timeout: theirs to handle, as without a mesh
             kind = "timeout"
         elif isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
